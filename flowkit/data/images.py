@@ -1,0 +1,174 @@
+"""Decode image files and bring pixel arrays to one layout: uint8 ``(N, C, H, W)``.
+
+Pillow and NumPy only (no torchvision). Grey conversion uses Pillow's ITU-R 601-2 luma
+(``L = 0.299 R + 0.587 G + 0.114 B``) for files and arrays alike; resizing uses Pillow's
+antialiased bilinear filter and stretches to the requested size (no cropping).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from flowkit.data.errors import DataError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".webp"}
+)
+
+Size = int | tuple[int, int] | None
+"""``None`` keeps the native size, an int gives a square, a pair is ``(height, width)``."""
+
+# What Pillow raises for unreadable, truncated or otherwise broken files.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
+
+def as_hw(size: Size) -> tuple[int, int] | None:
+    """Normalise a :data:`Size` argument to ``(height, width)`` or ``None``."""
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise DataError(f"size must be positive, got {size!r}")
+    return h, w
+
+
+def check_channels(channels: int) -> int:
+    """Validate a channel count: 1 (grey) or 3 (RGB)."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    return int(channels)
+
+
+def read_image(path: str | Path, size: Size = None, channels: int = 1) -> np.ndarray:
+    """Decode one image file to uint8 ``(C, H, W)``, converted to grey/RGB and resized.
+
+    Raises whatever Pillow raises for an unreadable or truncated file (see DECODE_ERRORS);
+    readers catch it, skip the file and warn.
+    """
+    check_channels(channels)
+    hw = as_hw(size)
+    with Image.open(path) as img:
+        img.load()  # decode now, so a truncated file fails here and not later
+        img = img.convert("L" if channels == 1 else "RGB")
+        if hw is not None and img.size != (hw[1], hw[0]):
+            img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
+
+
+def to_nchw(images: np.ndarray, what: str = "images") -> np.ndarray:
+    """Interpret an image array as ``(N, C, H, W)``.
+
+    Accepts ``(N, H, W)`` (grey), ``(N, C, H, W)`` with C in {1, 3, 4} and ``(N, H, W, C)``
+    with C in {1, 3, 4}; a 4-D array whose axis 1 is a plausible channel count and whose last
+    axis is not is read as channels-first.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4:
+        first, last = images.shape[1] in (1, 3, 4), images.shape[-1] in (1, 3, 4)
+        if first and not last:
+            return images
+        if last:
+            return images.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{what}: expected an array of shape (N, H, W), (N, C, H, W) or (N, H, W, C) with "
+        f"C in 1/3/4, got {images.shape}"
+    )
+
+
+def _to_uint8(images: np.ndarray, what: str) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype == np.bool_:
+        return images.astype(np.uint8) * 255
+    if np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
+        if lo >= 0.0 and hi <= 1.0:  # float images in [0, 1]
+            return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+        if lo >= 0.0 and hi <= 255.0:
+            return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    elif np.issubdtype(images.dtype, np.integer):
+        if images.min() >= 0 and images.max() <= 255:
+            return images.astype(np.uint8)
+    raise DataError(
+        f"{what}: expected uint8 pixels (or integers/floats within 0..255, floats within 0..1), "
+        f"got dtype {images.dtype} with range {images.min()}..{images.max()}"
+    )
+
+
+def convert_array(
+    images: np.ndarray, size: Size = None, channels: int = 1, what: str = "images"
+) -> np.ndarray:
+    """Bring any image array to uint8 ``(N, channels, H, W)`` at ``size``.
+
+    Grey -> RGB repeats the channel; RGB(A) -> grey uses the 601-2 luma with Pillow's rounding;
+    alpha is dropped. Resizing goes through Pillow image by image (fast enough for 48 px sets).
+    """
+    check_channels(channels)
+    hw = as_hw(size)
+    x = _to_uint8(to_nchw(images, what), what)
+    c = x.shape[1]
+    if c == 4:
+        x, c = x[:, :3], 3
+    if channels == 1 and c == 3:
+        # Same integer arithmetic as Pillow's convert("L"): (R*19595 + G*38470 + B*7471) >> 16.
+        r, g, b = (x[:, i].astype(np.uint32) for i in range(3))
+        x = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, None]
+    elif channels == 3 and c == 1:
+        x = np.repeat(x, 3, axis=1)
+    if hw is not None and x.shape[2:] != hw:
+        x = resize_array(x, hw)
+    return np.ascontiguousarray(x)
+
+
+def resize_array(images: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 ``(N, C, H, W)`` to ``(N, C, *hw)`` with Pillow's antialiased bilinear."""
+    n, c = images.shape[:2]
+    out = np.empty((n, c, *hw), dtype=np.uint8)
+    for i in range(n):
+        for j in range(c):
+            img = Image.fromarray(images[i, j], mode="L")
+            out[i, j] = np.asarray(img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+    return out
+
+
+def stack_images(arrays: Sequence[np.ndarray], names: Sequence[str], what: str) -> np.ndarray:
+    """Stack per-file ``(C, H, W)`` arrays; differing sizes raise an error asking for ``size``."""
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        examples = {}
+        for a, n in zip(arrays, names, strict=True):
+            examples.setdefault(a.shape, n)
+        listed = "; ".join(f"{s[1]}x{s[2]} e.g. {n}" for s, n in list(examples.items())[:4])
+        raise DataError(
+            f"{what}: images have different sizes ({listed}); pass size=... to resize them "
+            "to one size"
+        )
+    return np.stack(arrays).astype(np.uint8, copy=False)
+
+
+def progress(iterable: Iterable, total: int, desc: str, enabled: bool | None):
+    """Wrap ``iterable`` in tqdm when asked, or (``None``) when many files on a terminal."""
+    if enabled is None:
+        enabled = total >= 2000 and sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img")

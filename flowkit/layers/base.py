@@ -1,0 +1,92 @@
+"""The block contract shared by every flowkit layer (DESIGN §1).
+
+Every invertible block is an :class:`nflows.transforms.Transform`, so flowkit and nflows blocks
+compose freely and :class:`nflows.flows.Flow` accepts either::
+
+    y, logabsdet = block(x, context=None)          # data -> latent, logabsdet of shape (B,)
+    x, logabsdet = block.inverse(y, context=None)  # latent -> data, logabsdet = -forward's
+
+Shapes are declared at construction (``in_shape`` excludes the batch dimension) and checked on
+every call, so a wrong input fails with a :class:`~flowkit.errors.ShapeError` naming the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from nflows.transforms import Transform
+from torch import Tensor
+
+from flowkit.errors import ConfigError, ShapeError
+
+Shape = tuple[int, ...]
+
+
+def as_shape(shape: Sequence[int], block: str) -> Shape:
+    """Validate a user-given per-sample shape: 1 (vector) or 3 (image) positive ints."""
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise ConfigError(f"{block}: in_shape must be a tuple of ints, got {shape!r}") from err
+    if len(shape) not in (1, 3) or any(s <= 0 for s in shape):
+        raise ConfigError(
+            f"{block}: in_shape must be (D,) for vectors or (C, H, W) for images with positive "
+            f"sizes, got {shape}"
+        )
+    return shape
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum every dimension but the first: per-sample totals of shape (B,)."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+class FlowTransform(Transform):
+    """Base class of flowkit's invertible blocks.
+
+    Subclasses implement ``_forward(x, context)`` and ``_inverse(y, context)``, each returning
+    ``(output, logabsdet)`` with ``logabsdet`` of shape ``(B,)``. The public ``forward`` and
+    ``inverse`` check shapes first. ``out_shape`` defaults to ``in_shape``; shape-changing
+    blocks override it.
+    """
+
+    def __init__(self, in_shape: Sequence[int]):
+        super().__init__()
+        self.in_shape: Shape = as_shape(in_shape, type(self).__name__)
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.in_shape) == 3
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
+
+    def check_shape(self, x: Tensor, shape: Shape, what: str) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__}: {what} must be a torch.Tensor, got {type(x)}")
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            expected = "(B, " + ", ".join(str(s) for s in shape) + ")"
+            raise ShapeError(type(self).__name__, expected, tuple(x.shape), what)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.check_shape(inputs, self.in_shape, "input")
+        return self._forward(inputs, context)
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.check_shape(inputs, self.out_shape, "inverse input")
+        return self._inverse(inputs, context)
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def zero_logabsdet(self, x: Tensor) -> Tensor:
+        """A ``(B,)`` zero log-det on ``x``'s device and dtype (for volume-preserving maps)."""
+        return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)

@@ -1,0 +1,57 @@
+"""Data-dependent initialisation that is explicit, checkpoint-safe and DDP-synchronised.
+
+A block that sets its parameters from the first batch it sees (ActNorm, PCA) derives from
+:class:`DataInitialized`. It keeps an ``initialized`` buffer, which is saved in the state dict,
+so loading a checkpoint never re-initialises it. Initialisation happens on the first forward
+pass in training mode, or explicitly through :func:`initialize`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.layers.base import FlowTransform
+
+
+class DataInitialized(FlowTransform):
+    """Mixin base for blocks with data-dependent initialisation.
+
+    Subclasses implement ``_initialize(x, context)``; it must reduce its statistics with
+    :func:`flowkit.distributed.all_reduce_mean` so every rank ends up with the same values.
+    """
+
+    initialized: Tensor
+
+    def __init__(self, in_shape: tuple[int, ...]):
+        super().__init__(in_shape)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.check_shape(inputs, self.in_shape, "input")
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                self._initialize(inputs, context)
+            self.initialized.fill_(True)
+        return self._forward(inputs, context)
+
+    def _initialize(self, x: Tensor, context: Tensor | None) -> None:
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def initialize(module: nn.Module, batch: Tensor, context: Tensor | None = None) -> None:
+    """Run one forward pass in training mode so every data-initialised block sets itself up.
+
+    Blocks that are already initialised (e.g. loaded from a checkpoint) are left unchanged.
+    The module's training/eval mode is restored afterwards.
+    """
+    was_training = module.training
+    module.train()
+    try:
+        if context is None:
+            module(batch)
+        else:
+            module(batch, context)
+    finally:
+        module.train(was_training)
