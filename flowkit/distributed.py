@@ -39,5 +39,3 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
-
-

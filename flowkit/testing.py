@@ -127,9 +127,7 @@ def check_logabsdet_cancels(
         )
 
 
-def jacobian(
-    fn: Callable[[Tensor], Tensor], x: Tensor
-) -> Tensor:
+def jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Full Jacobian of ``fn`` at ``x`` as a matrix ``(numel(out), numel(x))`` via autograd."""
     jac = torch.autograd.functional.jacobian(fn, x)
     out_numel = jac.numel() // x.numel()

@@ -73,7 +73,12 @@ def test_logabsdets_cancel_and_have_batch_shape(entry, mode, data):
 @params
 @given(data=st.data())
 def test_state_dict_and_torch_save_round_trip(entry, data):
-    _run(entry, "strict", data, lambda c: check_state_dict_roundtrip(c.block, c.fresh, c.x, c.context))
+    _run(
+        entry,
+        "strict",
+        data,
+        lambda c: check_state_dict_roundtrip(c.block, c.fresh, c.x, c.context),
+    )
 
 
 @params

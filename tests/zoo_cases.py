@@ -26,7 +26,9 @@ class Case:
     config: dict[str, Any]
 
 
-def _context(config: dict[str, Any], batch: int, generator: torch.Generator, dtype) -> Tensor | None:
+def _context(
+    config: dict[str, Any], batch: int, generator: torch.Generator, dtype
+) -> Tensor | None:
     features = config.get("context_features")
     if not features:
         return None
