@@ -13,6 +13,7 @@ from flowkit.errors import (
     NotInitializedError,
     ShapeError,
 )
+from flowkit.serialization import load
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "NotInitializedError",
     "ShapeError",
     "__version__",
+    "load",
     "precision",
     "zoo",
 ]

@@ -1,0 +1,340 @@
+"""What every flowkit model offers on top of the block contract (see notes/MODEL_API.md).
+
+A model is itself a :class:`~flowkit.layers.base.FlowTransform` from data to *all* its latents
+flattened and concatenated, shape ``(B, D)``, so the generic contract checks apply to it. The
+latents are split into levels (``latent_shapes``; the last one is the *top* latent): the factored
+levels are already standardised by their learned split prior (their base density is ``N(0, I)``)
+and the top latent has the model's prior (standard normal or class-conditional Gaussian).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowkit import zoo
+from flowkit.errors import ConfigError
+from flowkit.layers.base import FlowTransform, Shape
+from flowkit.layers.data_init import initialize as _initialize
+from flowkit.models.priors import (
+    ClassConditionalGaussian,
+    StandardNormal,
+    as_labels,
+    standard_normal_log_prob,
+)
+
+RecipeItem = str | tuple[str, dict[str, Any]] | Sequence[Any]
+
+
+def normalize_item(item: RecipeItem, what: str) -> list[Any]:
+    """``"actnorm"`` or ``("conv1x1", {"lu": True})`` -> ``[name, kwargs]`` (JSON-able)."""
+    if isinstance(item, str):
+        return [item, {}]
+    if (
+        isinstance(item, (list, tuple))
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], dict)
+    ):
+        return [item[0], dict(item[1])]
+    raise ConfigError(
+        f"{what}: each recipe item must be a zoo layer name or a (name, kwargs) pair, got {item!r}"
+    )
+
+
+def normalize_recipe(recipe: Sequence[RecipeItem] | None, what: str) -> list[list[Any]]:
+    """``["actnorm", ("conv1x1", {"lu": True})]`` -> ``[["actnorm", {}], ["conv1x1", {...}]]``.
+
+    The normalised form is JSON-able (it goes into ``model.config`` and checkpoints)."""
+    if recipe is None:
+        return []
+    if isinstance(recipe, str):
+        raise ConfigError(f"{what}: a recipe is a list of items, got the string {recipe!r}")
+    return [normalize_item(item, what) for item in recipe]
+
+
+def build_layer(
+    name: str,
+    kwargs: dict[str, Any],
+    in_shape: Shape,
+    hidden: int | None = None,
+    context_features: int | None = None,
+) -> FlowTransform:
+    """Build zoo layer ``name`` at ``in_shape``; ``hidden`` and ``context_features`` are filled in
+    for layers that accept them unless the recipe item sets them itself."""
+    entry = zoo.get("layer", name)
+    try:
+        params = inspect.signature(entry.factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kw = dict(kwargs)
+    if hidden is not None and "hidden" in params and "hidden" not in kw:
+        kw["hidden"] = hidden
+    if context_features and "context_features" in params and "context_features" not in kw:
+        kw["context_features"] = context_features
+    return entry.build(in_shape=tuple(in_shape), **kw)
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples to lists, recursively; raises ConfigError for anything JSON cannot hold."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(f"model configuration values must be JSON-able, got {value!r}")
+
+
+class FlowModel(FlowTransform):
+    """Base of flowkit's models: priors, likelihoods, encode/decode, sampling, save/load.
+
+    Subclasses build their blocks, set ``self.latent_shapes`` (level 0 first, top last), call
+    :meth:`_setup_prior`, record their configuration with :meth:`_record_config`, and implement
+    ``_forward`` / ``_inverse`` between data and the flattened latents.
+    """
+
+    #: Temperature used by :meth:`sample` when none is given.
+    default_temperature: float = 0.7
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int | None = None,
+        class_context: bool = False,
+    ):
+        super().__init__(in_shape)
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ConfigError(f"num_classes must be None or a positive int, got {num_classes!r}")
+        if class_context and not num_classes:
+            raise ConfigError("class_context=True needs num_classes")
+        self.num_classes = num_classes
+        self.class_context = bool(class_context)
+        self.latent_shapes: list[Shape] = []
+        self._config: dict[str, Any] = {}
+        # Gives sample() a device and dtype even for a model without parameters.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    # ----- construction helpers -------------------------------------------------------------
+
+    @property
+    def context_features(self) -> int | None:
+        """Width of the one-hot class context fed to the blocks (``None`` unless class_context)."""
+        return self.num_classes if self.class_context else None
+
+    def _setup_prior(self) -> None:
+        top = self.latent_shapes[-1]
+        self.prior: nn.Module = (
+            ClassConditionalGaussian(top, self.num_classes)
+            if self.num_classes
+            else StandardNormal(top)
+        )
+
+    def _record_config(self, name: str, **kwargs: Any) -> None:
+        config = {"model": name, **kwargs}
+        self._config = jsonable(config)
+        json.dumps(self._config)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able configuration; ``flowkit.models.from_config(config)`` rebuilds the model
+        (``config["model"]`` is its zoo name, the other keys its constructor's arguments)."""
+        return json.loads(json.dumps(self._config))
+
+    # ----- latents ----------------------------------------------------------------------------
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.num_latent_dims,)
+
+    @property
+    def num_latent_dims(self) -> int:
+        return sum(math.prod(s) for s in self.latent_shapes)
+
+    @property
+    def num_dims(self) -> int:
+        """``D``, the number of data dimensions per sample."""
+        return math.prod(self.in_shape)
+
+    def flatten_latents(self, latents: Sequence[Tensor]) -> Tensor:
+        """Per-level latents -> ``(B, D)`` (level 0 first)."""
+        if len(latents) != len(self.latent_shapes):
+            raise ConfigError(
+                f"{type(self).__name__}: expected {len(self.latent_shapes)} latents, "
+                f"got {len(latents)}"
+            )
+        for z, shape in zip(latents, self.latent_shapes, strict=True):
+            self.check_shape(z, tuple(shape), "latent")
+        return torch.cat([z.reshape(z.shape[0], -1) for z in latents], dim=1)
+
+    def unflatten_latents(self, z: Tensor) -> list[Tensor]:
+        """``(B, D)`` -> per-level latents with their shapes (``latent_shapes``)."""
+        self.check_shape(z, self.out_shape, "flat latent")
+        sizes = [math.prod(s) for s in self.latent_shapes]
+        return [
+            part.reshape(z.shape[0], *shape)
+            for part, shape in zip(z.split(sizes, dim=1), self.latent_shapes, strict=True)
+        ]
+
+    # ----- context ---------------------------------------------------------------------------
+
+    def _context(self, context: Tensor | None, batch: int, dtype: torch.dtype) -> Tensor | None:
+        """Labels ``(B,)`` (int) or a ``(B, num_classes)`` float context -> the blocks' context.
+        ``None`` when the model takes no class context (the prior handles the class)."""
+        if not self.class_context or context is None:
+            return None
+        if not context.dtype.is_floating_point:
+            labels = as_labels(context, batch, self.num_classes, context.device)
+            return F.one_hot(labels, self.num_classes).to(dtype)
+        return context.to(dtype)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.check_shape(inputs, self.in_shape, "input")
+        return self._forward(inputs, self._context(context, inputs.shape[0], inputs.dtype))
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.check_shape(inputs, self.out_shape, "inverse input")
+        return self._inverse(inputs, self._context(context, inputs.shape[0], inputs.dtype))
+
+    def _labels(self, y: Any, n: int, device) -> Tensor | None:
+        if y is None:
+            return None
+        if not self.num_classes:
+            raise ConfigError(f"{type(self).__name__} was built without num_classes; got labels")
+        return as_labels(y, n, self.num_classes, device)
+
+    # ----- densities -------------------------------------------------------------------------
+
+    def _log_prob_given(self, x: Tensor, y: Tensor | None) -> Tensor:
+        z, logabsdet = self(x, y)
+        latents = self.unflatten_latents(z)
+        factored = sum(
+            (standard_normal_log_prob(t) for t in latents[:-1]),
+            torch.zeros_like(logabsdet),
+        )
+        return factored + self.prior.log_prob(latents[-1], y) + logabsdet
+
+    def log_prob(self, x: Tensor, y: Any = None) -> Tensor:
+        """``log p(x)`` (or ``log p(x | y)`` with int64 labels ``y``) in nats, shape ``(B,)``.
+
+        For a class-conditional model without ``y`` this is the marginal over a uniform class
+        prior, ``log (1/K) sum_k p(x | k)``.
+        """
+        labels = self._labels(y, x.shape[0], x.device)
+        if labels is not None or not self.num_classes:
+            return self._log_prob_given(x, labels)
+        if not self.class_context:
+            # The transform does not see the class, so one pass and a mixture prior suffice.
+            return self._log_prob_given(x, None)
+        per_class = torch.stack(
+            [
+                self._log_prob_given(
+                    x, torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+                )
+                for k in range(self.num_classes)
+            ],
+            dim=1,
+        )
+        return torch.logsumexp(per_class, dim=1) - math.log(self.num_classes)
+
+    def bits_per_dim(self, x: Tensor, y: Any = None, n_bits: int = 8) -> Tensor:
+        """Bits per dimension of the discrete data, shape ``(B,)``.
+
+        ``x`` is preprocessed as ``x = (q + u) / 2**n_bits - 0.5`` (``q`` the integer level,
+        ``u ~ U[0, 1)`` uniform dequantisation, see :func:`flowkit.data.preprocess`). The density
+        of ``v = q + u`` in ``[0, 2**n_bits)^D`` is ``p(x) * 2**(-n_bits * D)``, hence
+        ``bpd = -(log p(x) - D * n_bits * log 2) / (D * log 2) = -log p(x) / (D log 2) + n_bits``
+        (an upper bound on the discrete model's bits/dim, by Jensen).
+        """
+        dims = self.num_dims
+        log_p = self.log_prob(x, y)
+        return -(log_p - dims * n_bits * math.log(2.0)) / (dims * math.log(2.0))
+
+    # ----- encode / decode / sample -------------------------------------------------------------
+
+    def encode(self, x: Tensor, y: Any = None) -> list[Tensor]:
+        """Per-level latents of ``x`` (level 0 first; the last is the top latent). Factored
+        levels are the split prior's standardised ``eps``; the top latent is in prior space."""
+        return self.unflatten_latents(self(x, y)[0])
+
+    def decode(self, latents: Sequence[Tensor], y: Any = None) -> Tensor:
+        """Exact inverse of :meth:`encode`."""
+        return self.inverse(self.flatten_latents(latents), y)[0]
+
+    def sample_latents(
+        self,
+        n: int,
+        y: Any = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """Latents drawn from the prior at ``temperature`` (every level's std scaled by it)."""
+        temperature = self.default_temperature if temperature is None else float(temperature)
+        device, dtype = self._anchor.device, self._anchor.dtype
+        labels = self._labels(y, n, device)
+        latents = [
+            temperature * torch.randn(n, *s, device=device, dtype=dtype, generator=generator)
+            for s in self.latent_shapes[:-1]
+        ]
+        top = self.prior.sample(
+            n, labels, temperature, device=device, dtype=dtype, generator=generator
+        )
+        return [*latents, top]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        y: Any = None,
+        temperature: float | None = 0.7,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples, shape ``(n, *in_shape)``; ``y`` an int or ``(n,)`` labels selects the
+        class (class-conditional models; ``None`` draws classes uniformly). No log-density is
+        computed and no graph is kept."""
+        labels = self._labels(y, n, self._anchor.device)
+        if labels is None and self.num_classes:
+            labels = torch.randint(
+                self.num_classes, (n,), device=self._anchor.device, generator=generator
+            )
+        latents = self.sample_latents(n, labels, temperature, generator)
+        return self.decode(latents, labels)
+
+    # ----- housekeeping ------------------------------------------------------------------------
+
+    def initialize(self, x: Tensor, y: Any = None) -> None:
+        """Data-dependent initialisation (ActNorm, PCA) from the batch ``x``; blocks that are
+        already initialised (e.g. loaded from a checkpoint) are left unchanged."""
+        labels = self._labels(y, x.shape[0], x.device)
+        _initialize(self, x, labels if self.class_context else None)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (all, or only those with ``requires_grad``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def save(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        """Write configuration + weights atomically (see :func:`flowkit.serialization.save`)."""
+        from flowkit.serialization import save
+
+        save(self, path, metadata=metadata)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_shape={self.in_shape}, latent_shapes={self.latent_shapes}, "
+            f"num_classes={self.num_classes}"
+        )
+
+
+def from_config(config: dict[str, Any]) -> FlowModel:
+    """Rebuild a model from its :attr:`FlowModel.config` (``config["model"]`` is its zoo name)."""
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"a model configuration needs a 'model' key, got {config!r}")
+    kwargs = {k: v for k, v in config.items() if k != "model"}
+    return zoo.build("model", config["model"], **kwargs)

@@ -1,0 +1,159 @@
+"""Save and load flowkit models: configuration + weights in one safetensors file.
+
+    model.save("bplf.safetensors")
+    model = flowkit.load("bplf.safetensors")
+
+The file is a plain `safetensors <https://github.com/huggingface/safetensors>`_ file: the tensors
+are the model's ``state_dict`` (parameters and persistent buffers, including the ``initialized``
+flags of data-initialised blocks, so a loaded model is never re-initialised), and its string
+metadata holds the JSON configuration (``model.config``) that rebuilds the architecture through
+the zoo. Loading therefore runs no pickled code. Writes are atomic (temporary file in the same
+folder, then ``os.replace``), so an interrupted save never leaves a half-written checkpoint under
+the final name. A truncated, foreign or incompatible file raises
+:class:`~flowkit.errors.CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from flowkit.errors import CheckpointError, ConfigError
+
+FORMAT = "flowkit-model"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def save(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` (a :class:`flowkit.models.FlowModel`) to ``path`` atomically.
+
+    ``metadata`` is an optional JSON-able dict stored alongside (e.g. training step, data);
+    read it back with :func:`read_metadata`. Returns the path written.
+    """
+    from flowkit import __version__
+
+    path = Path(path)
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"{type(model).__name__} has no model configuration; cannot save it")
+    try:
+        extra = json.dumps(metadata if metadata is not None else {})
+    except TypeError as err:
+        raise ConfigError(f"save metadata must be JSON-able: {err}") from err
+    # Separate contiguous CPU copies: safetensors refuses tensors that share storage.
+    tensors = {
+        name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()
+    }
+    header = {
+        "format": "pt",
+        "flowkit.format": FORMAT,
+        "flowkit.format_version": str(FORMAT_VERSION),
+        "flowkit.version": __version__,
+        "flowkit.config": json.dumps(config),
+        "flowkit.metadata": extra,
+    }
+    data = _st_save(tensors, metadata=header)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _read(path: Path) -> tuple[bytes, dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise CheckpointError(
+            f"{path}: not a flowkit checkpoint (only {len(data)} bytes; truncated?)"
+        )
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > _MAX_HEADER:
+        raise CheckpointError(f"{path}: not a flowkit checkpoint (not a safetensors file)")
+    if 8 + header_len > len(data):
+        raise CheckpointError(
+            f"{path}: truncated or not a flowkit checkpoint (header needs {header_len} bytes, "
+            f"file has {len(data) - 8})"
+        )
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a flowkit checkpoint (unreadable header)") from err
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or meta.get("flowkit.format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a flowkit model checkpoint (a safetensors file without flowkit metadata)"
+        )
+    version = meta.get("flowkit.format_version", "?")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version}, this flowkit reads {FORMAT_VERSION}"
+        )
+    return data, meta
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"config": ..., "metadata": ..., "flowkit_version": ...}`` of a checkpoint, without
+    building the model or reading the weights."""
+    path = Path(path)
+    _, meta = _read(path)
+    try:
+        return {
+            "config": json.loads(meta["flowkit.config"]),
+            "metadata": json.loads(meta.get("flowkit.metadata", "{}")),
+            "flowkit_version": meta.get("flowkit.version"),
+        }
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt flowkit metadata ({err})") from err
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model saved at ``path`` and load its weights (bit-exact, no unpickling).
+
+    The model comes back in training mode like any freshly built module (its data-initialised
+    blocks keep their saved state); call ``.eval()`` for inference.
+    """
+    from flowkit.models.base import from_config
+
+    path = Path(path)
+    data, _ = _read(path)
+    info = read_metadata(path)
+    try:
+        tensors = _st_load(data)
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: truncated or corrupt tensor data ({err})") from err
+    try:
+        model = from_config(info["config"])
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: cannot rebuild the model from its configuration ({err})"
+        ) from err
+    floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    if floating:
+        model = model.to(floating[0])
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights do not match the model's configuration ({err})"
+        ) from err
+    return model.to(device)
