@@ -5,7 +5,11 @@ import pkgutil
 
 from flowkit.layers.actnorm import ActNorm
 from flowkit.layers.base import FlowTransform, sum_except_batch
+from flowkit.layers.conv1x1 import InvertibleConv1x1
 from flowkit.layers.data_init import DataInitialized, initialize
+from flowkit.layers.lu import LUMatrix, PlainMatrix
+from flowkit.layers.pca import PCAProjection
+from flowkit.layers.squeeze import Squeeze
 
 # Import every module of the package so each block registers itself in the zoo; a block added
 # tomorrow needs no line here to be built by name and covered by the property tests.
@@ -16,6 +20,11 @@ __all__ = [
     "ActNorm",
     "DataInitialized",
     "FlowTransform",
+    "InvertibleConv1x1",
+    "LUMatrix",
+    "PCAProjection",
+    "PlainMatrix",
+    "Squeeze",
     "initialize",
     "sum_except_batch",
 ]
