@@ -92,7 +92,15 @@ class Zoo:
         return decorator
 
     def names(self, kind: str) -> list[str]:
-        """Sorted names of the entries of one kind."""
+        """Sorted names of the entries of one kind.
+
+        Examples:
+            >>> from flowkit import zoo
+            >>> {"actnorm", "conv1x1", "affine_coupling"} <= set(zoo.names("layer"))
+            True
+            >>> {"bplf", "glow", "realnvp_vector"} <= set(zoo.names("model"))
+            True
+        """
         if kind not in KINDS:
             raise ConfigError(f"zoo kind must be one of {KINDS}, got {kind!r}")
         self._ensure_loaded()
@@ -110,7 +118,19 @@ class Zoo:
             raise ConfigError(f"no {kind} named {name!r} in the zoo; known: {known}") from None
 
     def build(self, kind: str, name: str, **kwargs: Any) -> Any:
-        """Build entry ``name`` of ``kind`` with keyword arguments."""
+        """Build entry ``name`` of ``kind`` with keyword arguments.
+
+        Examples:
+            >>> import torch
+            >>> from flowkit import zoo
+            >>> block = zoo.build("layer", "conv1x1", in_shape=(4, 8, 8))
+            >>> y, logabsdet = block(torch.randn(2, 4, 8, 8))    # data -> latent
+            >>> tuple(y.shape), tuple(logabsdet.shape)
+            ((2, 4, 8, 8), (2,))
+            >>> model = zoo.build("model", "realnvp_vector", features=2, steps=2, hidden=16)
+            >>> tuple(model.log_prob(torch.randn(5, 2)).shape)
+            (5,)
+        """
         return self.get(kind, name).build(**kwargs)
 
     def describe(self, kind: str, name: str) -> str:

@@ -73,6 +73,18 @@ def preprocess(
     ``k = floor(u8 / 2**(8 - n_bits))``; ``u ~ U[0, 1)`` drawn from ``generator`` when
     ``dequantize`` (training), else ``u = 0.5`` (deterministic, for evaluation and encoding).
     Any shape; see the module docstring for the inverse and bits/dim.
+
+    Examples:
+        >>> import torch
+        >>> from flowkit.data import postprocess, preprocess
+        >>> faces = torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8)   # (N, C, H, W)
+        >>> preprocess(faces, n_bits=8, dequantize=False)                  # bin centres
+        tensor([[[[-0.4980,  0.0020,  0.4980]]]])
+        >>> x = preprocess(faces, n_bits=5)                                # + U[0, 1) noise
+        >>> bool(x.min() >= -0.5 and x.max() < 0.5)
+        True
+        >>> postprocess(x, n_bits=5)                                       # k * 2**(8 - 5)
+        tensor([[[[  0, 128, 248]]]], dtype=torch.uint8)
     """
     n_bits = _check_bits(n_bits)
     t = _as_uint8_tensor(images)
