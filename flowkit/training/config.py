@@ -1,0 +1,283 @@
+"""`TrainConfig`: every knob of a training run, readable from TOML and saved next to its outputs.
+
+Precedence when the CLI builds a config: dataclass defaults < ``--config FILE`` < the run's saved
+config (``--resume``) < flags given on the command line.
+
+Label convention: models are always built with ``num_classes = 8``, the full emotion vocabulary
+:data:`flowkit.data.labels.EMOTIONS` (angry, disgust, fear, happy, sad, surprise, neutral,
+contempt), and labels are the canonical indices into it. Every dataset, checkpoint, the editing
+tools and the CLI then agree on what label ``3`` means (``happy``) without a per-run mapping
+table; the prior's entries of expressions a dataset lacks simply stay untrained, and the sample /
+transfer grids show only the expressions present in the training data (recorded as ``classes`` in
+the run's metrics and checkpoint metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from flowkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+NUM_CLASSES = 8
+"""Class-conditional prior size: the full emotion vocabulary (see the module docstring)."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults give the `flowkit train` demo: a small class-conditional BPLF
+    on 32x32 grey synthetic faces that trains in a few minutes on two CPU cores.
+
+    Attributes:
+        model: zoo model name ("bplf", "glow", "realnvp" or any registered model).
+        model_kwargs: extra constructor arguments (levels, steps, hidden, conditioner, ...).
+        data: "synthetic" or a path (or list of paths) that :func:`flowkit.data.load` reads.
+        image_size: images are resized to ``image_size`` x ``image_size``.
+        channels: 1 (grey) or 3 (RGB).
+        synthetic_size: number of synthetic faces generated when ``data == "synthetic"``.
+        test_fraction: held-out share when the data has no given split (split by subject when
+            subjects are known).
+        steps: optimiser steps in total (a resumed run continues up to this number).
+        batch_size: images per step *per process* (DDP multiplies it by the world size).
+        lr, warmup_steps, lr_schedule, min_lr_ratio: Adam learning rate, linear warm-up from 0,
+            then "constant" or "cosine" decay down to ``lr * min_lr_ratio``.
+        grad_clip: clip the global gradient norm to this value (0 disables).
+        n_bits: bits per pixel kept (uniform dequantisation; bits/dim are of n-bit images).
+        hflip: random left-right mirroring of training images.
+        eval_every, sample_every, checkpoint_every, log_every: periods in steps (0 disables;
+            a final evaluation, sample grid and checkpoint are always written).
+        eval_batches: cap on test batches per periodic evaluation (0 = whole test set); the
+            final evaluation always uses the whole test set.
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        seed: seeds python, numpy and torch (and the data split / synthetic faces).
+        device: "auto" (cuda when available), "cpu" or "cuda".
+        precision: "fp32" or "bf16" (bf16 autocast for the coupling conditioners only).
+        temperature: prior temperature of the sample grids.
+        samples_per_class: columns of the sample grid.
+        out: run directory (None: write no files, e.g. ablations from Python).
+        resume: continue from the newest valid checkpoint in ``out``.
+        max_bad_steps: consecutive non-finite steps after which training stops.
+        quality_metrics: at the end, train flowkit.metrics' expression classifier (when that
+            module is available) and report expression accuracy of samples and transfers.
+        tensorboard: write TensorBoard event files under ``out/tensorboard``.
+        num_workers: torch threads (0 = torch's default).
+    """
+
+    model: str = "bplf"
+    model_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"levels": 3, "steps": 4, "hidden": 64}
+    )
+    data: Any = "synthetic"
+    image_size: int = 32
+    channels: int = 1
+    synthetic_size: int = 4000
+    test_fraction: float = 0.1
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 50.0
+    n_bits: int = 5
+    hflip: bool = False
+    eval_every: int = 250
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 10
+    eval_batches: int = 8
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    temperature: float = 0.7
+    samples_per_class: int = 8
+    out: str | None = None
+    resume: bool = False
+    max_bad_steps: int = 5
+    quality_metrics: bool = True
+    tensorboard: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` with one clear sentence for any impossible value."""
+
+        def positive(name: str, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            ok = value >= 0 if allow_zero else value > 0
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+                bound = ">= 0" if allow_zero else "> 0"
+                raise ConfigError(f"config: {name} must be a number {bound}, got {value!r}")
+
+        for name in ("steps", "batch_size", "image_size", "synthetic_size", "max_bad_steps"):
+            positive(name)
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"config: {name} must be an integer, got {getattr(self, name)!r}")
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "sample_every",
+            "checkpoint_every",
+            "log_every",
+            "eval_batches",
+            "grad_clip",
+            "num_workers",
+            "min_lr_ratio",
+        ):
+            positive(name, allow_zero=True)
+        positive("lr")
+        positive("temperature", allow_zero=True)
+        positive("samples_per_class")
+        positive("keep_checkpoints")
+        if not math.isfinite(self.lr):
+            raise ConfigError(f"config: lr must be finite, got {self.lr!r}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"config: channels must be 1 or 3, got {self.channels!r}")
+        if not (isinstance(self.n_bits, int) and 1 <= self.n_bits <= 8):
+            raise ConfigError(f"config: n_bits must be an integer in 1..8, got {self.n_bits!r}")
+        if not 0.0 < float(self.test_fraction) < 1.0:
+            raise ConfigError(f"config: test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"config: device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"config: precision must be fp32 or bf16, got {self.precision!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(
+                f"config: lr_schedule must be constant or cosine, got {self.lr_schedule!r}"
+            )
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"config: model_kwargs must be a table, got {self.model_kwargs!r}")
+        for reserved in ("in_shape", "num_classes"):
+            if reserved in self.model_kwargs:
+                raise ConfigError(
+                    f"config: model_kwargs.{reserved} is set by the trainer (from image_size, "
+                    "channels and the emotion vocabulary); remove it"
+                )
+
+    # ------------------------------------------------------------------ conversion
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a (TOML/JSON) mapping; unknown keys are a :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"config: unknown key(s) {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a config file (``.toml`` or ``.json``); keys as in :class:`TrainConfig`.
+
+    A TOML file may put its keys at the top level or under a ``[train]`` table, and the model's
+    constructor arguments under ``[model_kwargs]``.
+    """
+    return TrainConfig.from_dict(read_config_mapping(path))
+
+
+def read_config_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw mapping stored in a config file (no defaults filled in)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            values = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        kind = path.suffix[1:] or "TOML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a table of keys")
+    if "train" in values and isinstance(values["train"], dict):
+        nested = values.pop("train")
+        values = {**values, **nested}
+    return values
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return {math.inf: "inf", -math.inf: "-inf"}.get(value, "nan")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum()
+    return key if bare else json.dumps(key)
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Serialise a flat mapping (plus nested tables) to TOML; ``None`` values are omitted
+    because TOML has no null (they are the defaults anyway)."""
+    scalars = [(k, v) for k, v in values.items() if v is not None and not isinstance(v, dict)]
+    tables = [(k, v) for k, v in values.items() if isinstance(v, dict)]
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars]
+    for name, table in tables:
+        lines.append("")
+        lines.append(f"[{_toml_key(name)}]")
+        lines.extend(
+            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write ``config`` as TOML (``.toml``) or JSON (any other suffix), atomically."""
+    path = Path(path)
+    values = config.to_dict()
+    if path.suffix.lower() == ".toml":
+        text = to_toml(values)
+    else:
+        text = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write via a temporary file in the same folder and ``os.replace`` (all or nothing)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,167 @@
+"""End-of-run editing outputs: latent statistics, expression space, transfer grid and (when
+:mod:`flowkit.metrics` is available) expression accuracy of samples and transfers.
+
+Imports :mod:`flowkit.editing` at module level, so ``import flowkit.training.quality`` raises
+``ImportError`` where editing is not installed and the trainer simply skips this part.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowkit.editing import ExpressionSpace, LatentStatistics, encode, label_transfer
+from flowkit.training.config import NUM_CLASSES, TrainConfig
+from flowkit.training.plots import image_grid, save_image
+
+STATS_FILE = "latent_stats.safetensors"
+SPACE_FILE = "expression_space.safetensors"
+MAX_FIT_IMAGES = 2000
+
+
+def _pre(images: np.ndarray, n_bits: int, device: torch.device) -> torch.Tensor:
+    from flowkit.data import preprocess
+
+    return preprocess(torch.from_numpy(np.ascontiguousarray(images)), n_bits, False).to(device)
+
+
+def fit_editing(
+    model: nn.Module, emotion_set: Any, n_bits: int, device: torch.device, seed: int = 0
+) -> tuple[LatentStatistics, ExpressionSpace | None]:
+    """Per-expression latent means and the LDA expression space of (up to 2000) faces."""
+    n = len(emotion_set)
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, MAX_FIT_IMAGES)])
+    x = _pre(emotion_set.images[idx], n_bits, device)
+    y = torch.from_numpy(np.asarray(emotion_set.labels[idx], dtype=np.int64))
+    z = encode(model, x).cpu()
+    stats = LatentStatistics.from_latents(z, y, num_classes=NUM_CLASSES)
+    space = ExpressionSpace.fit(z, y) if len(np.unique(y.numpy())) >= 2 else None
+    return stats, space
+
+
+def pick_transfer_faces(test_set: Any, classes: list[int], rows: int = 6) -> np.ndarray:
+    """Row indices of up to ``rows`` test faces, cycling through the expressions and, where
+    subjects are known, taking each face from a different person."""
+    labels = np.asarray(test_set.labels)
+    subjects = test_set.subjects
+    chosen: list[int] = []
+    used_subjects: set[str] = set()
+    order = [k for k in classes if (labels == k).any()]
+    # Start from neutral when there is one: "neutral -> X" is the edit people expect to see.
+    if 6 in order:
+        order.remove(6)
+        order.insert(0, 6)
+    k = 0
+    while len(chosen) < rows and order and k < rows * len(order):
+        cls = order[k % len(order)]
+        k += 1
+        for i in np.flatnonzero(labels == cls):
+            subject = None if subjects is None else str(subjects[i])
+            if int(i) in chosen or (subject and subject in used_subjects):
+                continue
+            chosen.append(int(i))
+            if subject:
+                used_subjects.add(subject)
+            break
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def editing_outputs(
+    config: TrainConfig,
+    model: nn.Module,
+    train_set: Any,
+    test_set: Any,
+    classes: list[int],
+    run_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write latent_stats / expression_space / transfer.png into ``run_dir``; return metrics."""
+    from flowkit.data import EMOTIONS, postprocess
+
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed)
+    stats.save(run_dir / STATS_FILE)
+    if space is not None:
+        space.save(run_dir / SPACE_FILE)
+    if len(classes) < 2:
+        return out
+    rows = pick_transfer_faces(test_set, classes)
+    x = _pre(test_set.images[rows], config.n_bits, device)
+    src = torch.from_numpy(np.asarray(test_set.labels[rows], dtype=np.int64))
+    b, k = len(rows), len(classes)
+    x_rep = x.repeat_interleave(k, dim=0)
+    src_rep = src.repeat_interleave(k)
+    tgt = torch.tensor(classes).repeat(b)
+    edited = label_transfer(model, x_rep, src_rep, tgt, stats)
+    tiles = torch.cat([x.unsqueeze(1), edited.reshape(b, k, *x.shape[1:])], dim=1)
+    images = postprocess(tiles.reshape(-1, *x.shape[1:]).float().cpu(), config.n_bits, True)
+    grid = image_grid(
+        images,
+        nrow=b,
+        row_labels=[EMOTIONS[int(s)] for s in src],
+        col_labels=["input"] + [EMOTIONS[c] for c in classes],
+    )
+    save_image(grid, run_dir / "transfer.png")
+    out["transfer_grid"] = f"{b} test faces x {k} target expressions (label transfer, alpha 1)"
+    if space is not None:
+        # The LDA on latents doubles as an expression recogniser: how often does an edited face
+        # land in its target class, and how well are real test faces recognised?
+        z_edit = encode(model, edited).cpu()
+        out["transfer_latent_lda_accuracy"] = space.accuracy(z_edit, tgt)
+        n_eval = min(len(test_set), MAX_FIT_IMAGES)
+        z_test = encode(model, _pre(test_set.images[:n_eval], config.n_bits, device)).cpu()
+        out["test_latent_lda_accuracy"] = space.accuracy(
+            z_test, torch.from_numpy(np.asarray(test_set.labels[:n_eval], dtype=np.int64))
+        )
+    if config.quality_metrics:
+        out.update(_classifier_metrics(config, model, train_set, test_set, classes, stats, device))
+    out["editing_time_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _classifier_metrics(
+    config: TrainConfig,
+    model: nn.Module,
+    train_set: Any,
+    test_set: Any,
+    classes: list[int],
+    stats: LatentStatistics,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Expression accuracy (flowkit.metrics' CNN classifier) of samples and label transfers."""
+    try:
+        from flowkit import metrics as fm
+
+        train_clf = fm.train_expression_classifier
+        accuracy = fm.expression_accuracy
+    except (ImportError, AttributeError) as err:
+        return {"expression_accuracy": f"skipped (flowkit.metrics unavailable: {err})"}
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    clf = train_clf(train_set, epochs=3, seed=config.seed)
+    x_test = _pre(test_set.images, config.n_bits, torch.device("cpu"))
+    y_test = torch.from_numpy(np.asarray(test_set.labels, dtype=np.int64))
+    out["classifier_test_accuracy"] = float(accuracy(clf, x_test, y_test))
+    per = 32
+    g = torch.Generator(device=device).manual_seed(config.seed + 1)
+    y_s = torch.tensor(classes).repeat_interleave(per)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        samples = model.sample(len(y_s), y_s.to(device), config.temperature, generator=g)
+    model.train(was)
+    out["sample_expression_accuracy"] = float(accuracy(clf, samples.float().cpu(), y_s))
+    n = min(len(test_set), 256)
+    x = x_test[:n].to(device)
+    src = y_test[:n]
+    tgt = torch.tensor(classes)[torch.randint(len(classes), (n,), generator=torch.Generator())]
+    edited = label_transfer(model, x, src, tgt, stats)
+    out["transfer_expression_accuracy"] = float(accuracy(clf, edited.float().cpu(), tgt))
+    out["classifier_time_s"] = round(time.perf_counter() - t0, 2)
+    return out
