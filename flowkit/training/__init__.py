@@ -1,8 +1,10 @@
 """Training flowkit models: config, loop, checkpoints/resume, DDP (see notes/TRAIN_EDIT_API.md).
 
-from flowkit.training import TrainConfig, train
-result = train(TrainConfig(steps=200, out=None), progress=False)   # no files written
-result.history[-1]["train_bpd"], result.metrics["test_bpd"]
+Typical use::
+
+    from flowkit.training import TrainConfig, train
+    result = train(TrainConfig(steps=200, out=None), progress=False)   # no files written
+    result.history[-1]["train_bpd"], result.metrics["test_bpd"]
 """
 
 from flowkit.training.checkpoint import (
