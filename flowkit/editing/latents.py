@@ -1,0 +1,101 @@
+"""Batch-wise encoding to flat latents and decoding back, for any flowkit flow.
+
+A flowkit model maps ``x (B, C, H, W) -> z (B, D)`` with an exact inverse (MODEL_API). Any other
+:class:`~flowkit.layers.base.FlowTransform` works too: its output is flattened here and reshaped
+to its ``out_shape`` before the inverse, so editing can be tried on a single layer or a small
+hand-made stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (no data-dependent re-initialisation, cached inverses) and
+    restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, p.dtype
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def latent_shape(model: nn.Module) -> tuple[int, ...]:
+    """The per-sample shape ``model.inverse`` expects (``out_shape``; ``(D,)`` for models)."""
+    shape = getattr(model, "out_shape", None)
+    if shape is None:
+        raise TypeError(f"{type(model).__name__} has no out_shape; editing needs a FlowTransform")
+    return tuple(int(s) for s in shape)
+
+
+@torch.no_grad()
+def encode(
+    model: nn.Module,
+    x: Tensor,
+    context: Tensor | None = None,
+    batch_size: int = 64,
+) -> Tensor:
+    """Flat latents ``z = model(x)[0].reshape(B, -1)`` computed in batches, in eval mode.
+
+    Args:
+        model: a flow (data -> latent), e.g. :class:`flowkit.models.BPLF`.
+        x: preprocessed images ``(B, *model.in_shape)`` (floats in ``[-0.5, 0.5)``).
+        context: optional per-sample context passed to the flow (rarely needed: BPLF's class
+            condition lives in its prior, not in the invertible map).
+        batch_size: rows per forward pass.
+
+    Returns:
+        ``(B, D)`` latents on ``x``'s device, in the model's dtype.
+    """
+    device, dtype = _device_dtype(model)
+    out = []
+    with eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(device=device, dtype=dtype)
+            cb = None if context is None else context[start : start + batch_size].to(device)
+            z, _ = model(xb, context=cb)
+            out.append(z.reshape(z.shape[0], -1))
+    if not out:
+        return torch.empty(0, 0, dtype=dtype, device=x.device)
+    return torch.cat(out).to(x.device)
+
+
+@torch.no_grad()
+def decode(
+    model: nn.Module,
+    z: Tensor,
+    context: Tensor | None = None,
+    batch_size: int = 64,
+) -> Tensor:
+    """Images from flat latents: ``model.inverse(z.reshape(B, *out_shape))[0]`` in batches.
+
+    The exact inverse of :func:`encode` (up to floating-point rounding).
+    """
+    device, dtype = _device_dtype(model)
+    shape = latent_shape(model)
+    out = []
+    with eval_mode(model):
+        for start in range(0, z.shape[0], batch_size):
+            zb = z[start : start + batch_size].to(device=device, dtype=dtype)
+            cb = None if context is None else context[start : start + batch_size].to(device)
+            x, _ = model.inverse(zb.reshape(zb.shape[0], *shape), context=cb)
+            out.append(x)
+    if not out:
+        return torch.empty(0, *getattr(model, "in_shape", ()), dtype=dtype, device=z.device)
+    return torch.cat(out).to(z.device)

@@ -1,0 +1,173 @@
+"""Identity / expression split of a flow's latent space (linear discriminant analysis).
+
+The expression subspace is spanned by the linear discriminant directions of the expression
+labels (Fisher's LDA, scikit-learn's
+:class:`~sklearn.discriminant_analysis.LinearDiscriminantAnalysis`, at most ``K - 1``
+directions for ``K`` expressions), orthonormalised (QR) into ``E`` ``(D, k)``.
+The identity subspace is its orthogonal complement. With ``P = E Eᵀ`` and ``c`` the mean latent::
+
+    expression(z) = P (z - c)
+    identity(z)   = z - expression(z)           (so z = identity(z) + expression(z) exactly)
+
+Reference transfer (TDGAN's task: Zhang et al., "TDGAN: Two-branch disentangled generative
+adversarial network", 2020 — there a learned two-branch split, here a linear one) keeps the face's
+identity part and takes the reference's expression part::
+
+    z' = identity(z_face) + expression(z_ref) = z_face + P (z_ref - z_face)
+
+The same LDA classifies latents into expressions (a by-product, as in the GAN systems).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowkit.editing.statistics import LabelLike, as_labels
+
+
+@dataclass
+class ExpressionSpace:
+    """Orthonormal expression basis ``basis`` ``(D, k)``, centre ``center`` ``(D,)`` and the LDA
+    classifier (``coef`` ``(K, D)``, ``intercept`` ``(K,)``, ``classes`` ``(K,)``)."""
+
+    basis: Tensor
+    center: Tensor
+    coef: Tensor
+    intercept: Tensor
+    classes: Tensor
+
+    @classmethod
+    def fit(
+        cls,
+        latents: Tensor,
+        labels: LabelLike,
+        n_directions: int | None = None,
+        shrinkage: float | str | None = "auto",
+    ) -> ExpressionSpace:
+        """Fit LDA on flat latents ``(N, D)`` with expression labels ``(N,)``.
+
+        Args:
+            latents: flat latents, e.g. :func:`flowkit.editing.encode` of training faces.
+            labels: their expression labels (at least two distinct ones).
+            n_directions: expression directions kept (default and maximum: ``K - 1``).
+            shrinkage: covariance shrinkage of the eigen solver; ``"auto"`` (Ledoit-Wolf) keeps
+                the directions meaningful when ``D`` exceeds the number of faces, the usual case
+                for images; ``None`` uses the plain within-class covariance (SVD solver).
+        """
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        z = latents.reshape(latents.shape[0], -1).detach().cpu().to(torch.float64).numpy()
+        y = as_labels(labels, z.shape[0]).cpu().numpy()
+        classes = np.unique(y)
+        if classes.size < 2:
+            raise ValueError(
+                f"ExpressionSpace needs >= 2 expression labels, got {classes.tolist()}"
+            )
+        k_max = min(classes.size - 1, z.shape[1])
+        k = k_max if n_directions is None else int(n_directions)
+        if not 1 <= k <= k_max:
+            raise ValueError(f"n_directions must be in 1..{k_max}, got {n_directions}")
+        if shrinkage is None:
+            lda = LinearDiscriminantAnalysis(solver="svd")
+        else:
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage)
+        lda.fit(z, y)
+        directions = np.asarray(lda.scalings_)[:, :k]
+        basis, _ = np.linalg.qr(directions)
+        coef = np.asarray(lda.coef_)
+        intercept = np.asarray(lda.intercept_)
+        if classes.size == 2:
+            # sklearn keeps one row for two classes (positive score -> classes[1]).
+            coef = np.concatenate([np.zeros_like(coef), coef])
+            intercept = np.concatenate([np.zeros_like(intercept), intercept])
+        dtype = latents.dtype if latents.is_floating_point() else torch.float32
+        return cls(
+            basis=torch.from_numpy(np.ascontiguousarray(basis)).to(dtype),
+            center=torch.from_numpy(z.mean(0)).to(dtype),
+            coef=torch.from_numpy(np.ascontiguousarray(coef)).to(dtype),
+            intercept=torch.from_numpy(intercept).to(dtype),
+            classes=torch.from_numpy(classes).to(torch.int64),
+        )
+
+    @property
+    def num_directions(self) -> int:
+        return int(self.basis.shape[1])
+
+    def _flat(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], -1)
+
+    def coordinates(self, z: Tensor) -> Tensor:
+        """Expression coordinates ``Eᵀ (z - c)``, shape ``(B, k)``."""
+        z = self._flat(z)
+        return (z - self.center.to(z)) @ self.basis.to(z)
+
+    def expression(self, z: Tensor) -> Tensor:
+        """``P (z - c)``: the component of ``z`` in the expression subspace, ``(B, D)``."""
+        return self.coordinates(z) @ self.basis.to(z).T
+
+    def identity(self, z: Tensor) -> Tensor:
+        """``z - P (z - c)``: everything but the expression, ``(B, D)``."""
+        return self._flat(z) - self.expression(z)
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(expression_part, identity_part)``; their sum is ``z`` (flattened)."""
+        e = self.expression(z)
+        return e, self._flat(z) - e
+
+    @staticmethod
+    def combine(expression_part: Tensor, identity_part: Tensor) -> Tensor:
+        """The latent with the given parts: ``expression_part + identity_part``."""
+        return expression_part + identity_part
+
+    def swap(self, z: Tensor, z_reference: Tensor, alpha: float = 1.0) -> Tensor:
+        """``z + alpha * P (z_ref - z)``: identity of ``z``, expression of ``z_reference``
+        (``alpha`` < 1 blends; a single reference row is broadcast)."""
+        z = self._flat(z)
+        zr = self._flat(z_reference).to(z)
+        basis = self.basis.to(z)
+        return z + alpha * ((zr - z) @ basis) @ basis.T
+
+    def decision_function(self, z: Tensor) -> Tensor:
+        """LDA scores ``(B, K)``, one column per entry of ``classes``."""
+        z = self._flat(z)
+        return z @ self.coef.to(z).T + self.intercept.to(z)
+
+    def classify(self, z: Tensor) -> Tensor:
+        """Expression labels ``(B,)`` predicted by the LDA from flat latents."""
+        scores = self.decision_function(z)
+        return self.classes.to(scores.device)[scores.argmax(dim=1)]
+
+    def accuracy(self, z: Tensor, labels: LabelLike) -> float:
+        """Fraction of latents whose predicted expression equals ``labels``."""
+        y = as_labels(labels, z.shape[0]).to(z.device)
+        return float((self.classify(z) == y).to(torch.float64).mean())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {
+            "basis": self.basis,
+            "center": self.center,
+            "coef": self.coef,
+            "intercept": self.intercept,
+            "classes": self.classes,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> ExpressionSpace:
+        return cls(**{k: state[k] for k in ("basis", "center", "coef", "intercept", "classes")})
+
+    def save(self, path: str | Path) -> None:
+        """Write the space as a safetensors file (no pickled code)."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExpressionSpace:
+        from safetensors.torch import load_file
+
+        return cls.from_state_dict(load_file(str(path)))
