@@ -197,7 +197,8 @@ class EmotionSet:
 
     def convert(self, size: Size = None, channels: int | None = None) -> EmotionSet:
         """The same rows with images converted to ``channels`` (1/3) and resized to ``size``."""
-        images = convert_array(self.images, size, self.shape[0] if channels is None else channels)
+        channels = self.shape[0] if channels is None else channels
+        images = convert_array(self.images, size, channels, layout="nchw")
         out = self.subset(slice(None))
         out.images = images
         return out

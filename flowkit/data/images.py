@@ -70,21 +70,24 @@ def read_image(path: str | Path, size: Size = None, channels: int = 1) -> np.nda
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
 
 
-def to_nchw(images: np.ndarray, what: str = "images") -> np.ndarray:
+def to_nchw(images: np.ndarray, what: str = "images", layout: str = "auto") -> np.ndarray:
     """Interpret an image array as ``(N, C, H, W)``.
 
-    Accepts ``(N, H, W)`` (grey), ``(N, C, H, W)`` with C in {1, 3, 4} and ``(N, H, W, C)``
-    with C in {1, 3, 4}; a 4-D array whose axis 1 is a plausible channel count and whose last
-    axis is not is read as channels-first.
+    Accepts ``(N, H, W)`` (grey), ``(N, C, H, W)`` and ``(N, H, W, C)`` with C in {1, 3, 4}.
+    ``layout="auto"`` guesses: the axis that is a plausible channel count is the channel axis;
+    when both axis 1 and the last axis are, square ``(H, W)`` behind axis 1 means channels
+    first. ``"nchw"``/``"nhwc"`` say it explicitly.
     """
     images = np.asarray(images)
     if images.ndim == 3:
         return images[:, None]
     if images.ndim == 4:
         first, last = images.shape[1] in (1, 3, 4), images.shape[-1] in (1, 3, 4)
-        if first and not last:
+        if layout == "nchw" or (layout == "auto" and first and not last):
             return images
-        if last:
+        if layout == "auto" and first and last and images.shape[2] == images.shape[3]:
+            return images
+        if layout == "nhwc" or (layout == "auto" and last):
             return images.transpose(0, 3, 1, 2)
     raise DataError(
         f"{what}: expected an array of shape (N, H, W), (N, C, H, W) or (N, H, W, C) with "
@@ -113,16 +116,21 @@ def _to_uint8(images: np.ndarray, what: str) -> np.ndarray:
 
 
 def convert_array(
-    images: np.ndarray, size: Size = None, channels: int = 1, what: str = "images"
+    images: np.ndarray,
+    size: Size = None,
+    channels: int = 1,
+    what: str = "images",
+    layout: str = "auto",
 ) -> np.ndarray:
     """Bring any image array to uint8 ``(N, channels, H, W)`` at ``size``.
 
     Grey -> RGB repeats the channel; RGB(A) -> grey uses the 601-2 luma with Pillow's rounding;
     alpha is dropped. Resizing goes through Pillow image by image (fast enough for 48 px sets).
+    ``layout`` is passed to :func:`to_nchw`.
     """
     check_channels(channels)
     hw = as_hw(size)
-    x = _to_uint8(to_nchw(images, what), what)
+    x = _to_uint8(to_nchw(images, what, layout), what)
     c = x.shape[1]
     if c == 4:
         x, c = x[:, :3], 3
