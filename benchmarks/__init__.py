@@ -1,0 +1,1 @@
+"""flowkit's benchmark suite: ``python -m benchmarks.run`` (``--quick`` for a smoke run)."""

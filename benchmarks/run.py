@@ -1,0 +1,631 @@
+"""flowkit's speed and memory benchmark, side by side with the same Glow built from nflows blocks.
+
+    python -m benchmarks.run            # full run (Glow and BPLF at 1x48x48 and 1x64x64, batch 64)
+    python -m benchmarks.run --quick    # smoke mode for CI (tiny shapes, < 60 s)
+
+Prints a table and writes JSON to ``benchmarks/results/`` (and, with ``--markdown PATH``, a
+markdown summary). Every configuration runs in a fresh child process:
+
+* a *peaks* child measures the machine's fp32 / bf16 convolution and matmul rates;
+* one *timing* child per (model, image size) builds flowkit's model in every preset and the
+  nflows Glow of the same shape, and interleaves their rounds (A B C A B C ...), so load
+  changes hit all alike and each figure is also a ratio flowkit/nflows: training step (forward,
+  NLL, backward, Adam), log_prob and sampling throughput, FLOPs per image
+  (``torch.utils.flop_counter.FlopCounterMode``), achieved GFLOP/s, and the fast preset's
+  invertibility error and log-det error against a float64 copy of the same weights;
+* one *memory* child per (variant, model, size) runs a few training steps and reports its peak
+  RSS (``ru_maxrss``) and minor page faults per step (``ru_minflt``), with and without raised
+  glibc malloc thresholds (:data:`flowkit.performance.MALLOC_ENV`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FLOWKIT_PRESETS = ("strict", "fast", "fast-memory")
+MEMORY_VARIANTS = ("nflows", "strict", "fast", "fast-memory", "strict-memory")
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def median_time(fn: Callable[[], Any], rounds: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each function, rounds interleaved across functions."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+def data_batch(batch: int, shape: tuple[int, int, int], seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    # Dequantised 8-bit data scaled to [-0.5, 0.5), like flowkit.data.preprocess.
+    q = torch.randint(0, 256, (batch, *shape), generator=g).float()
+    return (q + torch.rand(batch, *shape, generator=g)) / 256.0 - 0.5
+
+
+def build_flowkit(model: str, shape: tuple[int, int, int], levels: int, steps: int, hidden: int):
+    import torch
+
+    from flowkit.models import BPLF, Glow
+
+    torch.manual_seed(0)
+    if model == "glow":
+        return Glow(in_shape=shape, levels=levels, steps=steps, hidden=hidden)
+    if model == "bplf":
+        return BPLF(in_shape=shape, levels=levels, steps=steps, hidden=hidden)
+    raise ValueError(model)
+
+
+def build_nflows(shape: tuple[int, int, int], levels: int, steps: int, hidden: int):
+    import torch
+
+    from benchmarks.nflows_glow import nflows_glow
+
+    torch.manual_seed(0)
+    return nflows_glow(shape, levels, steps, hidden)
+
+
+class Runner:
+    """Uniform train / log_prob / sample calls for an nflows flow or a flowkit preset."""
+
+    def __init__(self, variant: str, spec: dict[str, Any], x):
+        import torch
+
+        from flowkit import performance
+
+        self.variant = variant
+        shape = tuple(spec["shape"])
+        self.x = x
+        self.nflows = variant == "nflows"
+        if self.nflows:
+            self.model = build_nflows(shape, spec["levels"], spec["steps"], spec["hidden"])
+            self.model.train()
+            with torch.no_grad():
+                self.model.log_prob(x)  # nflows' ActNorm initialises on its first batch
+        else:
+            self.model = build_flowkit(
+                spec["model"], shape, spec["levels"], spec["steps"], spec["hidden"]
+            )
+            self.model.initialize(x)
+            self.preset = variant
+            performance.prepare(self.model, self.preset)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5)
+
+    def _mode(self):
+        import contextlib
+
+        from flowkit import performance
+
+        return contextlib.nullcontext() if self.nflows else performance.mode(self.preset)
+
+    def loss(self):
+        with self._mode():
+            return -self.model.log_prob(self.x).mean()
+
+    def train_step(self) -> float:
+        self.model.train()
+        loss = self.loss()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    def log_prob(self):
+        import torch
+
+        self.model.eval()
+        with torch.no_grad(), self._mode():
+            return self.model.log_prob(self.x)
+
+    def sample(self, n: int):
+        import torch
+
+        from flowkit import performance
+
+        self.model.eval()
+        if self.nflows:
+            with torch.no_grad():
+                return self.model.sample(n)
+        return performance.sample(self.model, n, temperature=0.7, preset=self.preset)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------- children
+
+
+def child_peaks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Machine peaks: fp32 / bf16 (channels-last) 3x3 convolution and matmul GFLOP/s."""
+    import torch
+    import torch.nn.functional as F
+
+    quick = spec.get("quick", False)
+    rounds = 3 if quick else spec.get("rounds", 7)
+    n, c, hw = (8, 64, 16) if quick else (64, 128, 24)
+    m = 256 if quick else 2048
+    out: dict[str, Any] = {}
+    x = torch.randn(n, c, hw, hw)
+    w = torch.randn(c, c, 3, 3)
+    conv_flops = 2 * n * c * c * 9 * hw * hw
+    mm_flops = 2 * m**3
+    a, b = torch.randn(m, m), torch.randn(m, m)
+    with torch.inference_mode():
+        cases = {
+            "conv_fp32": (lambda: F.conv2d(x, w, padding=1), conv_flops),
+            "conv_fp32_channels_last": (
+                lambda: F.conv2d(xc, wc, padding=1),
+                conv_flops,
+            ),
+            "conv_bf16_channels_last": (
+                lambda: F.conv2d(xb, wb, padding=1),
+                conv_flops,
+            ),
+            "matmul_fp32": (lambda: a @ b, mm_flops),
+            "matmul_bf16": (lambda: ab @ bb, mm_flops),
+        }
+        xc = x.contiguous(memory_format=torch.channels_last)
+        wc = w.contiguous(memory_format=torch.channels_last)
+        xb, wb = xc.bfloat16(), wc.bfloat16()
+        ab, bb = a.bfloat16(), b.bfloat16()
+        for name, (fn, flops) in cases.items():
+            t = median_time(fn, rounds, warmup=2)
+            out[name] = flops / t / 1e9
+    return out
+
+
+def precision_check(runner: Runner, spec: dict[str, Any]) -> dict[str, float]:
+    """Fast preset: max |x - f⁻¹(f(x))| and log-det / log-prob relative errors vs float64."""
+    import torch
+
+    from flowkit import performance
+
+    model = runner.model
+    x = runner.x[: min(16, runner.x.shape[0])]
+    model.eval()
+    with torch.no_grad(), performance.mode(runner.preset):
+        z, logabsdet = model(x)
+        x_back, _ = model.inverse(z)
+        log_prob = model.log_prob(x)
+    reference = copy.deepcopy(model).double()
+    performance.prepare(reference, "strict")
+    with torch.no_grad(), performance.mode("strict"):
+        z64, logabsdet64 = reference(x.double())
+        log_prob64 = reference.log_prob(x.double())
+    rel = ((logabsdet.double() - logabsdet64).abs() / logabsdet64.abs().clamp_min(1e-12)).max()
+    rel_lp = ((log_prob.double() - log_prob64).abs() / log_prob64.abs().clamp_min(1e-12)).max()
+    return {
+        "inverse_max_abs_error": float((x_back - x).abs().max()),
+        "logabsdet_max_rel_error_vs_float64": float(rel),
+        "log_prob_max_rel_error_vs_float64": float(rel_lp),
+        "latent_max_abs_error_vs_float64": float((z.double() - z64).abs().max()),
+    }
+
+
+def child_timing(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    shape = tuple(spec["shape"])
+    batch, rounds, warmup = spec["batch"], spec["rounds"], spec["warmup"]
+    x = data_batch(batch, shape)
+    variants = ["nflows", *spec["presets"]] if spec["nflows"] else list(spec["presets"])
+    runners = {v: Runner(v, spec, x) for v in variants}
+    results: dict[str, Any] = {v: {} for v in variants}
+
+    # Move the weights off their zero / identity start so log-dets and conditioner outputs are
+    # not trivially exact: a few identical-lr Adam steps for everyone (not timed).
+    for r in runners.values():
+        for g in r.optimizer.param_groups:
+            g["lr"] = 1e-3
+        for _ in range(spec.get("pretrain_steps", 3)):
+            r.train_step()
+        for g in r.optimizer.param_groups:
+            g["lr"] = 1e-5
+
+    for v, r in runners.items():
+        results[v]["parameters"] = sum(p.numel() for p in r.model.parameters())
+        small = Runner.__new__(Runner)
+        small.__dict__.update(r.__dict__)
+        small.x = x[:2]
+        results[v]["flops_train_per_image"] = count_flops(small.train_step) / 2
+        results[v]["flops_log_prob_per_image"] = count_flops(small.log_prob) / 2
+        results[v]["flops_sample_per_image"] = count_flops(lambda r=r: r.sample(2)) / 2
+
+    train = interleaved({v: r.train_step for v, r in runners.items()}, rounds, warmup)
+    sample_variants = [v for v in variants if not v.endswith("-memory")]
+    log_prob = interleaved({v: runners[v].log_prob for v in sample_variants}, rounds, warmup)
+    sample = interleaved(
+        {v: (lambda r=runners[v]: r.sample(batch)) for v in sample_variants}, rounds, warmup
+    )
+    for v in variants:
+        res = results[v]
+        res["train_step_s"] = train[v]
+        res["train_images_per_s"] = batch / train[v]
+        res["train_gflops"] = res["flops_train_per_image"] * batch / train[v] / 1e9
+        if v in log_prob:
+            res["log_prob_images_per_s"] = batch / log_prob[v]
+            res["log_prob_gflops"] = res["flops_log_prob_per_image"] * batch / log_prob[v] / 1e9
+            res["sample_images_per_s"] = batch / sample[v]
+            res["sample_gflops"] = res["flops_sample_per_image"] * batch / sample[v] / 1e9
+        if v != "nflows":
+            with torch.no_grad():
+                res["precision"] = precision_check(runners[v], spec)
+    if spec.get("compile"):
+        results["fast-compiled"] = compiled_timing(spec, x, rounds, warmup)
+    return {"variants": results, "loadavg_end": os.getloadavg()}
+
+
+def compiled_timing(spec: dict[str, Any], x, rounds: int, warmup: int) -> dict[str, Any]:
+    """The fast preset with every conditioner compiled (torch.compile), timed after compiling."""
+    from flowkit import performance
+
+    r = Runner("fast", spec, x)
+    performance.compile_conditioners(r.model, dynamic=False)
+    start = time.perf_counter()
+    try:
+        r.train_step()
+        r.log_prob()
+        r.sample(x.shape[0])
+    except Exception as err:  # noqa: BLE001 - report, do not fail the benchmark
+        return {"error": f"{type(err).__name__}: {err}"[:500]}
+    compile_s = time.perf_counter() - start
+    batch = x.shape[0]
+    return {
+        "compile_s": compile_s,
+        "train_step_s": median_time(r.train_step, rounds, warmup),
+        "log_prob_images_per_s": batch / median_time(r.log_prob, rounds, warmup),
+        "sample_images_per_s": batch / median_time(lambda: r.sample(batch), rounds, warmup),
+    }
+
+
+def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS and page faults of a few training steps of one variant (fresh process)."""
+    shape = tuple(spec["shape"])
+    x = data_batch(spec["batch"], shape)
+    r = Runner(spec["variant"], spec, x)
+    rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r.train_step()  # warm-up: first-touch allocations
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = []
+    for _ in range(spec["steps_measured"]):
+        start = time.perf_counter()
+        r.train_step()
+        times.append(time.perf_counter() - start)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "rss_after_build_mib": rss_built,
+        "minor_faults_per_step": (usage.ru_minflt - faults0) / spec["steps_measured"],
+        "train_step_s": statistics.median(times),
+    }
+
+
+CHILDREN = {"peaks": child_peaks, "timing": child_timing, "memory": child_memory}
+
+
+def run_child(kind: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    child_env.update(env or {})
+    child_env["PYTHONPATH"] = str(ROOT) + os.pathsep + child_env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "benchmarks.run", "--child", kind, "--spec", json.dumps(spec)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        return {"error": f"child {kind} failed (rc {proc.returncode}): {tail}"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("@@RESULT "):
+            return json.loads(line[len("@@RESULT ") :])
+    return {"error": "child printed no result"}
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0 or math.isnan(value):
+            return f"{value:g}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def report(results: dict[str, Any]) -> str:
+    """The markdown summary (tables) of a results dict."""
+    lines = []
+    m = results["machine"]
+    lines.append(
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"{m['threads']} threads; load average at start {fmt(m['loadavg_start'][0])}. "
+        f"Batch {results['batch']}, {results['rounds']} interleaved rounds (medians)."
+    )
+    peaks = results.get("peaks", {})
+    if peaks and "error" not in peaks:
+        lines.append("")
+        lines.append(
+            "Machine peaks (GFLOP/s): " + ", ".join(f"{k} {fmt(v)}" for k, v in peaks.items())
+        )
+    fp32_peak = peaks.get("conv_fp32") if peaks else None
+    bf16_peak = peaks.get("conv_bf16_channels_last") if peaks else None
+    for key, timing in results["timing"].items():
+        lines.append("")
+        lines.append(f"### {key}")
+        lines.append("")
+        if "error" in timing:
+            lines.append(f"error: {timing['error'][:800]}")
+            continue
+        variants = timing["variants"]
+        base = variants.get("nflows", {})
+        lines.append(
+            "| variant | params | train step s | x nflows | log_prob img/s | x nflows | "
+            "sample img/s | x nflows | train MFLOP/img | train GFLOP/s | % of peak |"
+        )
+        lines.append("|" + "---|" * 11)
+        for v, res in variants.items():
+            if "error" in res:
+                lines.append(f"| {v} | error: {res['error'][:200]} |")
+                continue
+            speed = ratio(base.get("train_step_s"), res.get("train_step_s"))
+            lp = ratio(res.get("log_prob_images_per_s"), base.get("log_prob_images_per_s"))
+            sp = ratio(res.get("sample_images_per_s"), base.get("sample_images_per_s"))
+            peak = bf16_peak if v.startswith("fast") else fp32_peak
+            gf = res.get("train_gflops")
+            frac = 100 * gf / peak if gf and peak else None
+            lines.append(
+                f"| {v} | {fmt(res.get('parameters'))} | {fmt(res.get('train_step_s'))} | "
+                f"{fmt(speed)} | {fmt(res.get('log_prob_images_per_s'))} | {fmt(lp)} | "
+                f"{fmt(res.get('sample_images_per_s'))} | {fmt(sp)} | "
+                f"{fmt(res.get('flops_train_per_image', 0) / 1e6)} | {fmt(gf)} | {fmt(frac)} |"
+            )
+        for v, res in variants.items():
+            if "precision" in res:
+                p = res["precision"]
+                lines.append(
+                    f"\n{v}: inverse max |x - f⁻¹(f(x))| = {p['inverse_max_abs_error']:.2e}, "
+                    f"log-det rel. error vs float64 = "
+                    f"{p['logabsdet_max_rel_error_vs_float64']:.2e}, log-prob rel. error = "
+                    f"{p['log_prob_max_rel_error_vs_float64']:.2e}"
+                )
+        if "fast-compiled" in variants:
+            c = variants["fast-compiled"]
+            lines.append(f"\nfast + torch.compile: {json.dumps(c)}")
+    if results.get("memory"):
+        lines.append("")
+        lines.append("### Peak training RSS and page faults (fresh process per row)")
+        lines.append("")
+        lines.append(
+            "| config | variant | malloc | peak RSS MiB | x nflows | RSS after build MiB | "
+            "minor faults/step | step s |"
+        )
+        lines.append("|" + "---|" * 8)
+        for row in results["memory"]:
+            res = row["result"]
+            if "error" in res:
+                lines.append(f"| {row['config']} | {row['variant']} | {row['malloc']} | error |")
+                continue
+            base = next(
+                (
+                    r["result"]
+                    for r in results["memory"]
+                    if r["config"] == row["config"]
+                    and r["variant"] == "nflows"
+                    and r["malloc"] == row["malloc"]
+                    and "error" not in r["result"]
+                ),
+                None,
+            )
+            rr = ratio(res["peak_rss_mib"], base["peak_rss_mib"]) if base else None
+            lines.append(
+                f"| {row['config']} | {row['variant']} | {row['malloc']} | "
+                f"{fmt(res['peak_rss_mib'])} | {fmt(rr)} | {fmt(res['rss_after_build_mib'])} | "
+                f"{fmt(res['minor_faults_per_step'])} | {fmt(res['train_step_s'])} |"
+            )
+    m_end = results.get("loadavg_end")
+    if m_end:
+        lines.append(f"\nLoad average at end: {fmt(m_end[0])}.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (CI, < 60 s)")
+    parser.add_argument("--models", default="glow,bplf")
+    parser.add_argument("--sizes", default="48,64")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--presets", default=",".join(FLOWKIT_PRESETS))
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS children")
+    parser.add_argument("--memory-sizes", default="64", help="image sizes for the RSS children")
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile path")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write this summary")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        result = CHILDREN[args.child](json.loads(args.spec))
+        print("@@RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    from flowkit.performance import MALLOC_ENV
+
+    if args.quick:
+        args.sizes, args.batch, args.levels, args.steps, args.hidden = "8", 4, 2, 2, 8
+        args.rounds, args.memory_sizes = 2, "8"
+        args.models = "glow,bplf"
+    models = [m for m in args.models.split(",") if m]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    presets = [p for p in args.presets.split(",") if p]
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "batch": args.batch,
+        "rounds": args.rounds,
+        "levels": args.levels,
+        "steps": args.steps,
+        "hidden": args.hidden,
+        "quick": args.quick,
+        "malloc_env": MALLOC_ENV,
+        "timing": {},
+        "memory": [],
+    }
+    print(f"machine: {results['machine']}", flush=True)
+    results["peaks"] = run_child("peaks", {"quick": args.quick}, MALLOC_ENV)
+    print(f"peaks: {results['peaks']}", flush=True)
+    base_spec = dict(
+        batch=args.batch,
+        levels=args.levels,
+        steps=args.steps,
+        hidden=args.hidden,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        quick=args.quick,
+    )
+    for size in sizes:
+        for model in models:
+            spec = dict(
+                base_spec,
+                model=model,
+                shape=[1, size, size],
+                presets=presets,
+                nflows=True,
+                compile=args.compile,
+            )
+            key = f"{model} 1x{size}x{size}"
+            print(f"timing {key} ...", flush=True)
+            # Timings run with raised malloc thresholds for every variant alike (nflows too);
+            # the memory rows below show each variant with and without them.
+            results["timing"][key] = run_child("timing", spec, MALLOC_ENV)
+            print(json.dumps(results["timing"][key])[:2000], flush=True)
+    if not args.no_memory:
+        for size in [int(s) for s in args.memory_sizes.split(",") if s]:
+            for model in models:
+                for variant in MEMORY_VARIANTS:
+                    if variant != "nflows" and variant not in PRESETS_ALL:
+                        continue
+                    if variant == "nflows" and model != models[0]:
+                        continue
+                    for malloc in ("default", "raised"):
+                        if malloc == "default" and variant not in ("nflows", "fast", "strict"):
+                            continue
+                        spec = dict(
+                            base_spec,
+                            model=model,
+                            shape=[1, size, size],
+                            variant=variant,
+                            steps_measured=2 if args.quick else 3,
+                        )
+                        env = MALLOC_ENV if malloc == "raised" else {}
+                        config = f"{'glow' if variant == 'nflows' else model} 1x{size}x{size}"
+                        print(f"memory {config} {variant} malloc={malloc} ...", flush=True)
+                        res = run_child("memory", spec, env)
+                        print(f"  {res}", flush=True)
+                        results["memory"].append(
+                            dict(config=config, variant=variant, malloc=malloc, result=res)
+                        )
+    results["loadavg_end"] = os.getloadavg()
+    text = report(results)
+    print()
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / (
+        ("quick-" if args.quick else "") + time.strftime("benchmark-%Y%m%d-%H%M%S.json")
+    )
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+PRESETS_ALL = ("strict", "fast", "fast-memory", "strict-memory")
+
+if __name__ == "__main__":
+    sys.exit(main())

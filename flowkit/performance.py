@@ -1,0 +1,210 @@
+"""Speed settings: reduced-precision conditioners, channels-last layout, memory-saving backprop,
+malloc tuning and an optional ``torch.compile`` path.
+
+Nearly all FLOPs of an image flow are in the coupling conditioners (convolutions that are never
+inverted), so that is where reduced precision pays: on AVX-512-BF16 CPUs bf16 convolutions in
+channels-last layout run at ~3-4x the fp32 rate. The invertible arithmetic (couplings' affine
+maps, log-dets, ActNorm, 1x1 convolutions, priors) stays in float32 (:mod:`flowkit.precision`),
+so inversion stays exact to float32 round-off. Presets::
+
+    from flowkit import performance
+    model = performance.prepare(model, "fast")          # channels-last conditioner weights
+    with performance.mode("fast"):                      # bf16 conditioners
+        loss = -model.log_prob(x).mean()
+    loss.backward()
+    x = performance.sample(model, 64, mode="fast")     # inference_mode, bf16 conditioners
+
+=================  ==========  =============  =============
+preset             precision   channels-last  memory-saving
+=================  ==========  =============  =============
+``strict``         fp32        no             no
+``fast``           bf16        yes            no
+``fast-memory``    bf16        yes            yes
+``strict-memory``  fp32        no             yes
+=================  ==========  =============  =============
+
+Memory-saving backprop (:mod:`flowkit.memory`) recomputes activations from the exact inverse
+instead of storing them: training memory stops growing with depth, for ~1.3-1.5x the step time.
+
+glibc's default malloc returns every large (>= 128 KiB, adaptively up to 32 MiB) block to the
+kernel on ``free`` and page-faults it back on the next ``malloc``: with activations of tens of
+MiB a training step pays hundreds of thousands of page faults. :func:`tune_malloc` raises the
+thresholds in-process (``mallopt``), :data:`MALLOC_ENV` holds the equivalent environment
+variables for a child process or a re-exec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.errors import ConfigError
+from flowkit.precision import conditioner_precision
+
+__all__ = [
+    "MALLOC_ENV",
+    "PRESETS",
+    "Settings",
+    "compile_conditioners",
+    "malloc_env_active",
+    "mode",
+    "prepare",
+    "sample",
+    "settings",
+    "tune_malloc",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A speed preset: conditioner ``precision`` ("fp32" | "bf16" | "fp16"), ``channels_last``
+    conditioner weights and ``memory_saving`` backprop."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    memory_saving: bool = False
+
+
+PRESETS: dict[str, Settings] = {
+    "strict": Settings("fp32", channels_last=False, memory_saving=False),
+    "fast": Settings("bf16", channels_last=True, memory_saving=False),
+    "fast-memory": Settings("bf16", channels_last=True, memory_saving=True),
+    "strict-memory": Settings("fp32", channels_last=False, memory_saving=True),
+}
+
+
+def settings(preset: str | Settings) -> Settings:
+    """Resolve a preset name (see :data:`PRESETS`) or pass a :class:`Settings` through."""
+    if isinstance(preset, Settings):
+        return preset
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ConfigError(
+            f"performance preset must be one of {sorted(PRESETS)}, got {preset!r}"
+        ) from None
+
+
+def _conditioners(model: nn.Module) -> list[nn.Module]:
+    """The conditioner networks of a model (every ``conditioner`` attribute of a block)."""
+    found = []
+    for module in model.modules():
+        net = getattr(module, "conditioner", None)
+        if isinstance(net, nn.Module):
+            found.append(net)
+    return found
+
+
+def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
+    """Apply a preset's layout and memory settings to ``model`` in place and return it.
+
+    * ``channels_last``: the conditioners' 4-d weights are stored channels-last, so oneDNN runs
+      their convolutions in NHWC (inputs are converted inside the convolution; the invertible
+      arithmetic keeps the ordinary layout). ``False`` restores the contiguous layout.
+    * ``memory_saving``: sets ``model.memory_saving`` (:class:`~flowkit.models.MultiScaleFlow`
+      runs each level's steps through :func:`flowkit.memory.invertible_checkpoint`).
+
+    The precision is not a property of the model: wrap calls in :func:`mode`.
+    """
+    s = settings(preset)
+    layout = torch.channels_last if s.channels_last else torch.contiguous_format
+    for net in _conditioners(model):
+        net.to(memory_format=layout)
+    if s.memory_saving or hasattr(model, "memory_saving"):
+        if not hasattr(model, "memory_saving"):
+            raise ConfigError(
+                f"{type(model).__name__} has no memory_saving option; wrap its blocks in "
+                "flowkit.memory.MemorySavingSequence"
+            )
+        model.memory_saving = s.memory_saving  # type: ignore[assignment]
+    return model
+
+
+@contextlib.contextmanager
+def mode(preset: str | Settings = "fast") -> Iterator[Settings]:
+    """Run the enclosed forward passes with the preset's conditioner precision."""
+    s = settings(preset)
+    with conditioner_precision(s.precision):
+        yield s
+
+
+def sample(
+    model: nn.Module,
+    n: int,
+    y: Any = None,
+    temperature: float = 0.7,
+    preset: str | Settings = "fast",
+) -> Tensor:
+    """``model.sample`` under ``torch.inference_mode`` and the preset's precision, in eval mode
+    (so the 1x1 convolutions' inverse weights are cached); the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), mode(preset):
+            return model.sample(n, y=y, temperature=temperature)  # type: ignore[operator]
+    finally:
+        model.train(was_training)
+
+
+def compile_conditioners(model: nn.Module, **kwargs: Any) -> nn.Module:
+    """Compile every conditioner network with ``torch.compile`` (in place; optional path).
+
+    The invertible blocks keep running eagerly (their shape checks and caches are Python), only
+    the conv stacks are compiled, where Inductor can fuse bias + activation + casts. Compiling
+    takes minutes on a few cores; measure before relying on it (``benchmarks/run.py
+    --compile``).
+    """
+    for module in list(model.modules()):
+        net = getattr(module, "conditioner", None)
+        if isinstance(net, nn.Module) and not hasattr(net, "_orig_mod"):
+            module.conditioner = torch.compile(net, **kwargs)  # type: ignore[assignment]
+    return model
+
+
+# --------------------------------------------------------------------------- malloc tuning
+
+#: Environment for a child process (or a re-exec) with raised glibc malloc thresholds: blocks
+#: up to 32 MiB (glibc's ceiling for the mmap threshold) come from the heap, and freed memory
+#: is kept (trim threshold 1 GiB) instead of being returned to the kernel after every step.
+MALLOC_ENV: dict[str, str] = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
+    "MALLOC_TOP_PAD_": str(64 * 1024 * 1024),
+}
+
+# mallopt parameter numbers from glibc's malloc.h
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+
+def malloc_env_active() -> bool:
+    """True when this process was started with :data:`MALLOC_ENV`'s thresholds."""
+    return all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
+
+
+def tune_malloc() -> bool:
+    """Raise glibc's malloc thresholds in this process (``mallopt``), as :data:`MALLOC_ENV`
+    would at start-up. Returns False where it is not glibc (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
+    ok &= mallopt(_M_TRIM_THRESHOLD, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
+    ok &= mallopt(_M_TOP_PAD, int(MALLOC_ENV["MALLOC_TOP_PAD_"]))
+    return bool(ok)
