@@ -47,7 +47,7 @@ class _Level(nn.Module):
 @zoo.register(
     "model",
     "multiscale",
-    example=dict(in_shape=(1, 8, 8), levels=2, steps=1, hidden=8),
+    example=dict(in_shape=(1, 4, 4), levels=2, steps=1, hidden=8),
     variants=[
         dict(
             step=["actnorm", ("affine_coupling", {"conditioner": "conv3x3"}), "reverse"],
@@ -149,7 +149,8 @@ class MultiScaleFlow(FlowModel):
                 split_layer = build(split_recipe[0], shape)
                 if tuple(split_layer.out_shape) != shape:
                     raise ConfigError(f"{name}: the split layer must keep its input shape")
-                keep = shape[0] // 2
+                # The split keeps the first ceil(C/2) channels (Coupling's x_a).
+                keep = shape[0] - shape[0] // 2
                 factored.append((shape[0] - keep, *shape[1:]))
                 shape = (keep, *shape[1:])
             level_modules.append(_Level(squeeze_layer, step_modules, split_layer))
@@ -194,7 +195,7 @@ class MultiScaleFlow(FlowModel):
             if level.split is not None:
                 h, ld = _apply(level.split, h, context)
                 total = total + ld
-                keep = h.shape[1] // 2
+                keep = h.shape[1] - h.shape[1] // 2
                 latents.append(h[:, keep:].reshape(batch, -1))
                 h = h[:, :keep]
         latents.append(h.reshape(batch, -1))

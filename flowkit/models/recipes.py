@@ -17,7 +17,8 @@ from flowkit import zoo
 from flowkit.models.base import RecipeItem
 from flowkit.models.multiscale import MultiScaleFlow
 
-TINY = dict(in_shape=(1, 8, 8), levels=2, steps=1, hidden=8)
+# Tiny examples: the zoo tests compute full float64 Jacobians of whole models.
+TINY = dict(in_shape=(1, 4, 4), levels=2, steps=1, hidden=8)
 
 
 def glow_step(conditioner: str = "glow", lu: bool = True) -> list[RecipeItem]:
@@ -50,7 +51,11 @@ def bplf_step(
     "model",
     "glow",
     example=TINY,
-    variants=[dict(num_classes=3), dict(in_shape=(3, 4, 4), levels=1, steps=2)],
+    variants=[
+        dict(num_classes=3),
+        dict(in_shape=(3, 4, 4), levels=1, steps=2),
+        dict(in_shape=(1, 8, 8), levels=3, hidden=4),
+    ],
 )
 class Glow(MultiScaleFlow):
     """Glow (Kingma & Dhariwal, NeurIPS 2018): multi-scale flow whose step is
