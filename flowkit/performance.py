@@ -14,14 +14,14 @@ so inversion stays exact to float32 round-off. Presets::
     loss.backward()
     x = performance.sample(model, 64, mode="fast")     # inference_mode, bf16 conditioners
 
-=================  ==========  =============  =============
-preset             precision   channels-last  memory-saving
-=================  ==========  =============  =============
-``strict``         fp32        no             no
-``fast``           bf16        yes            no
-``fast-memory``    bf16        yes            yes
-``strict-memory``  fp32        no             yes
-=================  ==========  =============  =============
+=================  ==========  =============  =============  ===========
+preset             precision   channels-last  memory-saving  tune malloc
+=================  ==========  =============  =============  ===========
+``strict``         fp32        no             no             no
+``fast``           bf16        yes            no             yes
+``fast-memory``    bf16        yes            yes            yes
+``strict-memory``  fp32        no             yes            no
+=================  ==========  =============  =============  ===========
 
 Memory-saving backprop (:mod:`flowkit.memory`) recomputes activations from the exact inverse
 instead of storing them: training memory stops growing with depth, for ~1.3-1.5x the step time.
@@ -67,17 +67,19 @@ __all__ = [
 @dataclass(frozen=True)
 class Settings:
     """A speed preset: conditioner ``precision`` ("fp32" | "bf16" | "fp16"), ``channels_last``
-    conditioner weights and ``memory_saving`` backprop."""
+    conditioner weights, ``memory_saving`` backprop and ``tune_malloc`` (raise glibc's malloc
+    thresholds for the whole process when the preset is applied, :func:`tune_malloc`)."""
 
     precision: str = "fp32"
     channels_last: bool = False
     memory_saving: bool = False
+    tune_malloc: bool = False
 
 
 PRESETS: dict[str, Settings] = {
     "strict": Settings("fp32", channels_last=False, memory_saving=False),
-    "fast": Settings("bf16", channels_last=True, memory_saving=False),
-    "fast-memory": Settings("bf16", channels_last=True, memory_saving=True),
+    "fast": Settings("bf16", channels_last=True, memory_saving=False, tune_malloc=True),
+    "fast-memory": Settings("bf16", channels_last=True, memory_saving=True, tune_malloc=True),
     "strict-memory": Settings("fp32", channels_last=False, memory_saving=True),
 }
 
@@ -113,9 +115,13 @@ def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
     * ``memory_saving``: sets ``model.memory_saving`` (:class:`~flowkit.models.MultiScaleFlow`
       runs each level's steps through :func:`flowkit.memory.invertible_checkpoint`).
 
+    * ``tune_malloc``: :func:`tune_malloc` for this process (a process-wide, opt-in setting).
+
     The precision is not a property of the model: wrap calls in :func:`mode`.
     """
     s = settings(preset)
+    if s.tune_malloc:
+        tune_malloc()
     layout = torch.channels_last if s.channels_last else torch.contiguous_format
     for net in _conditioners(model):
         net.to(memory_format=layout)

@@ -227,3 +227,35 @@ def test_no_grad_and_inverse_are_ordinary():
     torch.testing.assert_close(ld_inv, -ld, rtol=0, atol=1e-10)
     y2, ld2 = invertible_checkpoint(list(seq.blocks), x)
     torch.testing.assert_close(y2.detach(), y, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("glow", dict()),
+        ("bplf", dict(num_classes=3, class_context=True)),
+    ],
+)
+def test_model_memory_saving_matches_ordinary_backprop(name, kwargs):
+    """A whole MultiScaleFlow (squeeze, splits, priors, context) in float64."""
+    from flowkit import performance
+
+    torch.manual_seed(0)
+    model = zoo.build("model", name, in_shape=(1, 8, 8), levels=2, steps=2, hidden=8, **kwargs)
+    model = model.double()
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(8, 1, 8, 8, generator=g, dtype=torch.float64) - 0.5
+    y = torch.arange(8) % 3 if kwargs else None
+    model.initialize(x, y)
+    perturb_parameters(model, 0.05, g)
+    grads = []
+    for preset in ("strict", "strict-memory"):
+        performance.prepare(model, preset)
+        assert model.memory_saving == (preset == "strict-memory")
+        model.zero_grad(set_to_none=True)
+        loss = -model.log_prob(x, y).mean()
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-8, atol=1e-10, msg=n)

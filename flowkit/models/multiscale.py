@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import Shape
+from flowkit.memory import invertible_checkpoint
 from flowkit.models.base import FlowModel, RecipeItem, build_layer, normalize_item, normalize_recipe
 
 DEFAULT_STEP: list[RecipeItem] = [
@@ -83,6 +84,11 @@ class MultiScaleFlow(FlowModel):
     ICLR 2017. D. P. Kingma, P. Dhariwal. Glow: Generative Flow with Invertible 1x1
     Convolutions. NeurIPS 2018.
     """
+
+    #: Memory-saving backprop (flowkit.memory): each level's steps keep only their output and
+    #: are recomputed from their exact inverse in the backward pass. A runtime option (set it,
+    #: or use flowkit.performance.prepare(model, "fast-memory")), not part of the config.
+    memory_saving: bool = False
 
     def __init__(
         self,
@@ -189,9 +195,13 @@ class MultiScaleFlow(FlowModel):
             if level.squeeze is not None:
                 h, ld = _apply(level.squeeze, h, context)
                 total = total + ld
-            for block in level.blocks():
-                h, ld = _apply(block, h, context)
+            if self.memory_saving:
+                h, ld = invertible_checkpoint(level.blocks(), h, context)
                 total = total + ld
+            else:
+                for block in level.blocks():
+                    h, ld = _apply(block, h, context)
+                    total = total + ld
             if level.split is not None:
                 h, ld = _apply(level.split, h, context)
                 total = total + ld
