@@ -126,16 +126,16 @@ def zoo_table() -> str:
     out = []
     for kind in zoo.KINDS:
         out.append(f"### {kind.capitalize()}s\n")
-        out.append("| name | class | example configuration | summary |")
-        out.append("| --- | --- | --- | --- |")
+        out.append("| name | summary | example configuration |")
+        out.append("| --- | --- | --- |")
         for entry in zoo.entries(kind):
             factory = entry.factory
             ident = f"{factory.__module__}.{factory.__qualname__}"
             example = ", ".join(f"{k}={v!r}" for k, v in entry.example.items())
             summary = entry.summary.replace("|", "\\|")
             out.append(
-                f"| `{entry.name}` | [`{factory.__qualname__}`][{ident}] | "
-                f"`{example}` | {summary} |"
+                f"| [`{entry.name}`][{ident}] | **{factory.__qualname__}**: {summary} | "
+                f"`{example}` |"
             )
         out.append("")
     return "\n".join(out)

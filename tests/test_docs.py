@@ -69,7 +69,7 @@ def site(build):
 
 def _text(page: Path) -> str:
     """Visible text of a built page (tags dropped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8")))
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
 
 
 @needs_mkdocs
