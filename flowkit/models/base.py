@@ -310,9 +310,14 @@ class FlowModel(FlowTransform):
     # ----- housekeeping ------------------------------------------------------------------------
 
     def initialize(self, x: Tensor, y: Any = None) -> None:
-        """Data-dependent initialisation (ActNorm, PCA) from the batch ``x``; blocks that are
-        already initialised (e.g. loaded from a checkpoint) are left unchanged."""
+        """Data-dependent initialisation (ActNorm, PCA) from the batch ``x`` (labels ``y`` are
+        only used with ``class_context``); blocks that are already initialised (e.g. loaded
+        from a checkpoint) are left unchanged. Use a large, representative batch: PCA is fitted
+        on it."""
         labels = self._labels(y, x.shape[0], x.device)
+        if labels is None and self.class_context:
+            # Couplings start as the identity, so the labels barely matter here; cycle them.
+            labels = torch.arange(x.shape[0], device=x.device) % self.num_classes
         _initialize(self, x, labels if self.class_context else None)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
