@@ -1,6 +1,6 @@
 """Expression transfer with a flow, and its numbers: synthetic faces (exact ground truth) and CK+48.
 
-    python examples/expression_transfer.py                     # trains small BPLFs (~5-10 min on 2 CPU cores)
+    python examples/expression_transfer.py             # trains small BPLFs (~5-10 min, 2 CPUs)
     python examples/expression_transfer.py --small             # CI smoke run (< 60 s)
     python examples/expression_transfer.py --model run/model.safetensors --datasets synthetic
 
