@@ -131,6 +131,9 @@ def test_log_prob_closed_form_actnorm_and_class_prior():
     assert torch.allclose(model.log_prob(x, torch.ones(5, dtype=torch.long)), lp1)
     marginal = torch.logaddexp(lp0, lp1) - math.log(2.0)
     assert torch.allclose(model.log_prob(x), marginal)
+    z, logabsdet = model(x)  # e.g. through a DistributedDataParallel wrapper
+    assert torch.allclose(model.log_prob_from_forward(z, logabsdet, torch.ones(5).long()), lp1)
+    assert torch.allclose(model.log_prob_from_forward(z, logabsdet), marginal)
 
 
 def test_class_context_feeds_the_couplings():

@@ -214,12 +214,20 @@ class FlowModel(FlowTransform):
 
     def _log_prob_given(self, x: Tensor, y: Tensor | None) -> Tensor:
         z, logabsdet = self(x, y)
+        return self.log_prob_from_forward(z, logabsdet, y)
+
+    def log_prob_from_forward(self, z: Tensor, logabsdet: Tensor, y: Any = None) -> Tensor:
+        """``log p(x | y)`` from the outputs ``(z, logabsdet) = model(x, y)`` of the forward pass.
+
+        Lets a ``DistributedDataParallel``-wrapped model run its forward through the wrapper
+        (``z, ld = ddp_model(x, y)``) and still get the likelihood (``y`` = labels or None)."""
+        labels = self._labels(y, z.shape[0], z.device) if y is not None else None
         latents = self.unflatten_latents(z)
         factored = sum(
             (standard_normal_log_prob(t) for t in latents[:-1]),
             torch.zeros_like(logabsdet),
         )
-        return factored + self.prior.log_prob(latents[-1], y) + logabsdet
+        return factored + self.prior.log_prob(latents[-1], labels) + logabsdet
 
     def log_prob(self, x: Tensor, y: Any = None) -> Tensor:
         """``log p(x)`` (or ``log p(x | y)`` with int64 labels ``y``) in nats, shape ``(B,)``.
