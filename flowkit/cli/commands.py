@@ -253,10 +253,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- train
 def _train_config(args: argparse.Namespace) -> Any:
-    import tomllib
-
     from flowkit.errors import ConfigError
-    from flowkit.training.config import TrainConfig, read_config_mapping
+    from flowkit.training.config import TrainConfig, read_config_mapping, tomllib
 
     values: dict[str, Any] = {}
     if args.config:

@@ -704,7 +704,9 @@ def _train(
                         config.seed,
                     )
                     save_image(grid, run_dir / f"samples_step{step}.png")
-                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                # No checkpoint inside a run of non-finite steps: "last good" stays before it.
+                periodic = config.checkpoint_every and step % config.checkpoint_every == 0
+                if periodic and consecutive_bad == 0:
                     save(step, "periodic")
                 if bar is not None:
                     post = {"bpd": f"{value:.3f}" if finite else "nan"}

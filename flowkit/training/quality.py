@@ -142,12 +142,13 @@ def _classifier_metrics(
         accuracy = fm.expression_accuracy
     except (ImportError, AttributeError) as err:
         return {"expression_accuracy": f"skipped (flowkit.metrics unavailable: {err})"}
+    from flowkit.data import postprocess
+
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    clf = train_clf(train_set, epochs=3, seed=config.seed)
-    x_test = _pre(test_set.images, config.n_bits, torch.device("cpu"))
+    clf = train_clf(train_set, epochs=3, seed=config.seed, device=device)
     y_test = torch.from_numpy(np.asarray(test_set.labels, dtype=np.int64))
-    out["classifier_test_accuracy"] = float(accuracy(clf, x_test, y_test))
+    out["classifier_test_accuracy"] = float(accuracy(clf, test_set.images, y_test))
     per = 32
     g = torch.Generator(device=device).manual_seed(config.seed + 1)
     y_s = torch.tensor(classes).repeat_interleave(per)
@@ -156,12 +157,18 @@ def _classifier_metrics(
     with torch.no_grad():
         samples = model.sample(len(y_s), y_s.to(device), config.temperature, generator=g)
     model.train(was)
-    out["sample_expression_accuracy"] = float(accuracy(clf, samples.float().cpu(), y_s))
+    # Judge generated faces as the classifier sees real ones: uint8 images.
+    out["sample_expression_accuracy"] = float(
+        accuracy(clf, postprocess(samples.float().cpu(), config.n_bits).numpy(), y_s)
+    )
     n = min(len(test_set), 256)
-    x = x_test[:n].to(device)
+    x = _pre(test_set.images[:n], config.n_bits, device)
     src = y_test[:n]
-    tgt = torch.tensor(classes)[torch.randint(len(classes), (n,), generator=torch.Generator())]
+    pick = torch.randint(len(classes), (n,), generator=torch.Generator().manual_seed(config.seed))
+    tgt = torch.tensor(classes)[pick]
     edited = label_transfer(model, x, src, tgt, stats)
-    out["transfer_expression_accuracy"] = float(accuracy(clf, edited.float().cpu(), tgt))
+    out["transfer_expression_accuracy"] = float(
+        accuracy(clf, postprocess(edited.float().cpu(), config.n_bits).numpy(), tgt)
+    )
     out["classifier_time_s"] = round(time.perf_counter() - t0, 2)
     return out

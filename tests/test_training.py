@@ -1,0 +1,366 @@
+"""Training loop, config, checkpoints, resume (incl. SIGKILL), non-finite handling, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowkit.errors import ConfigError
+from flowkit.training import (
+    TrainConfig,
+    TrainingDiverged,
+    latest_checkpoint,
+    learning_rate,
+    list_checkpoints,
+    load_config,
+    loop,
+    save_config,
+    train,
+)
+from flowkit.training import checkpoint as ckpt
+from flowkit.training.config import tomllib  # tomllib, or tomli on Python 3.10
+
+TINY_MODEL = {"levels": 2, "steps": 1, "hidden": 8}
+
+
+def tiny_config(out: Path | None, **changes) -> TrainConfig:
+    """A BPLF small enough to train a step in milliseconds, on 16x16 synthetic faces."""
+    values = dict(
+        model="bplf",
+        model_kwargs=dict(TINY_MODEL),
+        image_size=16,
+        synthetic_size=160,
+        steps=12,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=6,
+        eval_batches=2,
+        sample_every=6,
+        checkpoint_every=4,
+        log_every=1,
+        samples_per_class=2,
+        quality_metrics=False,
+        tensorboard=False,
+        out=None if out is None else str(out),
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", FLOWKIT_NO_MALLOC_TUNING="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+# ------------------------------------------------------------------------------ config
+def test_config_toml_and_json_roundtrip(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", data=["a.npz", "b.csv"], lr=2.5e-4)
+    for name in ("c.toml", "c.json"):
+        save_config(config, tmp_path / name)
+        assert load_config(tmp_path / name) == config
+    parsed = tomllib.loads((tmp_path / "c.toml").read_text())
+    assert parsed["model_kwargs"] == TINY_MODEL and parsed["lr"] == 2.5e-4
+
+
+def test_config_accepts_train_table_and_rejects_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nsteps = 7\nmodel = "glow"\n[model_kwargs]\nhidden = 4\n')
+    config = load_config(path)
+    assert (config.steps, config.model, config.model_kwargs) == (7, "glow", {"hidden": 4})
+    path.write_text("stepz = 3\n")
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="n_bits"):
+        TrainConfig(n_bits=9)
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="num_classes"):
+        TrainConfig(model_kwargs={"num_classes": 3})
+
+
+def test_learning_rate_warmup_then_cosine() -> None:
+    config = TrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 9) == pytest.approx(1e-3)
+    assert learning_rate(config, 60) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way
+    assert learning_rate(config, 110) == pytest.approx(1e-4)
+    constant = config.replace(lr_schedule="constant")
+    assert learning_rate(constant, 100) == pytest.approx(1e-3)
+
+
+# -------------------------------------------------------------------------- checkpoints
+def test_rng_state_roundtrip_through_weights_only_file(tmp_path: Path) -> None:
+    import random
+
+    state = ckpt.capture_rng_state()
+    torch.save({"rng": state}, tmp_path / "s.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    loaded = torch.load(tmp_path / "s.pt", weights_only=True)["rng"]
+    ckpt.restore_rng_state(loaded)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert expected[0] == again[0] and expected[1] == again[1]
+    assert torch.equal(expected[2], again[2])
+
+
+def test_checkpoints_are_pruned_and_a_corrupt_newest_falls_back(tmp_path: Path) -> None:
+    from flowkit.training import build_model
+
+    model = build_model(tiny_config(None))
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, step, model, {"step": step}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000003", "step-000002"]
+    assert (tmp_path / "latest").read_text().strip() == "step-000003"
+    newest = tmp_path / "step-000003" / ckpt.MODEL_FILE
+    newest.write_bytes(newest.read_bytes()[:100])  # a torn write of the newest file
+    with pytest.warns(UserWarning, match="step-000003"):
+        found = latest_checkpoint(tmp_path)
+    assert found is not None and found.step == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+# ------------------------------------------------------------------------------ training
+@pytest.mark.slow
+def test_train_writes_run_folder_and_loss_decreases(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tiny_config(run, steps=40, eval_every=20, sample_every=20, tensorboard=True)
+    result = train(config, progress=False, log=lambda _m: None)
+    losses = [h["train_bpd"] for h in result.history]
+    assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
+    for name in (
+        "config.toml",
+        "config.json",
+        "log.csv",
+        "loss.png",
+        "samples.png",
+        "samples_step20.png",
+        "metrics.json",
+        "model.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert load_config(run / "config.toml") == config
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 40 and metrics["skipped_steps"] == 0
+    assert math.isfinite(metrics["test_bpd"]) and 0 < metrics["test_bpd"] < config.n_bits
+    assert metrics["reconstruction_max_abs_error"] < 1e-3
+    found = latest_checkpoint(run / "checkpoints")
+    assert found is not None and found.step == 40
+    import flowkit
+
+    reloaded = flowkit.load(run / "model.safetensors")
+    for a, b in zip(
+        reloaded.state_dict().values(), result.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    with open(run / "log.csv") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == sorted(steps) and steps[-1] == 40
+
+
+def test_train_without_out_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = train(tiny_config(None, steps=3, eval_every=0), progress=False)
+    assert result.run_dir is None and result.step == 3
+    assert math.isfinite(result.metrics["test_bpd"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_folder_needs_resume(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", steps=2, sample_every=0, eval_every=0)
+    train(config, progress=False, log=lambda _m: None)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(config, progress=False, log=lambda _m: None)
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    # Constant lr: a cosine schedule depends on the total step count, which differs here.
+    common = dict(lr_schedule="constant", eval_every=0, sample_every=0, checkpoint_every=0)
+    straight = train(tiny_config(tmp_path / "a", steps=8, **common), progress=False, log=print)
+    first = tiny_config(tmp_path / "b", steps=4, **common)
+    train(first, progress=False, log=print)
+    resumed = train(first.replace(steps=8, resume=True), progress=False, log=print)
+    assert resumed.step == 8
+    a = [h["train_bpd"] for h in straight.history]
+    b = [h["train_bpd"] for h in resumed.history]
+    # The resumed history is rebuilt from log.csv (5 decimals) and continues exactly.
+    assert b[:4] == pytest.approx(a[:4], abs=1e-5) and a[4:] == b[4:]
+    for (name, x), y in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowkit",
+        "train",
+        "--out",
+        str(run),
+        "--steps",
+        "400",
+        "--image-size",
+        "16",
+        "--levels",
+        "2",
+        "--steps-per-level",
+        "1",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "8",
+        "--synthetic-size",
+        "80",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "0",
+        "--sample-every",
+        "0",
+        "--no-tensorboard",
+        "--no-quality-metrics",
+        "--quiet",
+        "--set",
+        "log_every=1",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            found = list_checkpoints(run / "checkpoints")
+            if found and int(found[0].name.split("-")[1]) >= 6:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 120 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = latest_checkpoint(run / "checkpoints")
+    assert saved is not None and saved.step >= 6
+    assert bool(next(b for n, b in saved.model.named_buffers() if n.endswith("initialized")))
+    resume = cmd[:]
+    resume[resume.index("400")] = str(saved.step + 6)
+    done = subprocess.run(
+        [*resume, "--resume"], env=_child_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"at step {saved.step}" in done.stdout
+    final = latest_checkpoint(run / "checkpoints")
+    assert final is not None and final.step == saved.step + 6
+    assert int(final.state["step"]) == saved.step + 6
+    with open(run / "log.csv") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == list(range(1, saved.step + 7))  # no gaps, no duplicates
+
+
+# --------------------------------------------------------------------- non-finite losses
+def _nan_at(calls: set[int] | None, monkeypatch) -> dict[str, int]:
+    """Make the model's bits_per_dim NaN on the given call numbers (None: from call 3 on)."""
+    counter = {"n": 0}
+    real_build = loop.build_model
+
+    def build(config):
+        model = real_build(config)
+        original = model.bits_per_dim
+
+        def patched(x, y=None, n_bits=8):
+            counter["n"] += 1
+            out = original(x, y, n_bits=n_bits)
+            bad = counter["n"] >= 3 if calls is None else counter["n"] in calls
+            return out * float("nan") if bad else out
+
+        model.bits_per_dim = patched
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build)
+    return counter
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch) -> None:
+    _nan_at({3, 4}, monkeypatch)
+    config = tiny_config(None, steps=8, eval_every=0)
+    result = train(config, progress=False)
+    assert result.skipped_steps == 2
+    losses = [h["train_bpd"] for h in result.history]
+    assert [i for i, v in enumerate(losses) if not math.isfinite(v)] == [2, 3]
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_too_many_non_finite_steps_stop_with_last_good_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
+    _nan_at(None, monkeypatch)
+    config = tiny_config(tmp_path / "run", steps=20, checkpoint_every=2, eval_every=0)
+    with pytest.raises(TrainingDiverged) as info:
+        train(config, progress=False, log=lambda _m: None)
+    message = str(info.value)
+    assert "step 7" in message and "5 non-finite" in message
+    assert str(tmp_path / "run" / "checkpoints" / "step-000002") in message
+    good = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert good is not None and good.step == 2
+
+
+# ---------------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    config = tiny_config(Path(out) / "run", steps=4, eval_every=2, sample_every=0, device="cpu")
+    result = train(config, progress=False, log=lambda _m: None)
+    torch.save(
+        {
+            "state": result.model.state_dict(),
+            "losses": [h["train_bpd"] for h in result.history],
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["losses"] == r1["losses"] and all(math.isfinite(v) for v in r0["losses"])
+    for name, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][name]), name
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4
