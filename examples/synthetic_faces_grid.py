@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=3, help="upscaling of each face")
     parser.add_argument("--nuisance", action="store_true", help="add jitter, shift and noise")
     parser.add_argument("--benchmark", action="store_true", help="measure faces/second")
+    parser.add_argument("--small", action="store_true", help="2 identities at 32px (CI)")
     args = parser.parse_args()
+    if args.small:
+        args.size, args.rows = 32, 2
 
     channels = 3 if args.rgb else 1
     img = grid(args.size, args.rows, channels, args.seed, args.scale, args.nuisance)
