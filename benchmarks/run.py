@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FLOWKIT_PRESETS = ("strict", "fast", "fast-memory")
-MEMORY_VARIANTS = ("nflows", "strict", "fast", "fast-memory", "strict-memory")
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -146,7 +146,10 @@ class Runner:
                 spec["model"], shape, spec["levels"], spec["steps"], spec["hidden"]
             )
             self.model.initialize(x)
-            self.preset = variant
+            self.preset = performance.settings(variant)
+            if spec.get("tune_malloc") is False:
+                # Memory rows "default": keep glibc's defaults even for presets that tune them.
+                self.preset = dataclasses.replace(self.preset, tune_malloc=False)
             performance.prepare(self.model, self.preset)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5)
 
@@ -176,7 +179,7 @@ class Runner:
         with torch.no_grad(), self._mode():
             return self.model.log_prob(self.x)
 
-    def sample(self, n: int):
+    def sample(self, n: int, inference_mode: bool = True):
         import torch
 
         from flowkit import performance
@@ -185,16 +188,36 @@ class Runner:
         if self.nflows:
             with torch.no_grad():
                 return self.model.sample(n)
+        if not inference_mode:
+            with torch.no_grad(), self._mode():
+                return self.model.sample(n, temperature=0.7)
         return performance.sample(self.model, n, temperature=0.7, preset=self.preset)
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of ``fn`` (forward and backward ops) with ``torch.utils.flop_counter``'s formulas.
 
-    counter = FlopCounterMode(display=False)
-    with counter:
+    A bare dispatch mode rather than ``FlopCounterMode`` itself: the latter's module tracker
+    hooks every module call and cannot follow ``torch.autograd.grad`` inside a backward pass
+    (memory-saving recompute) or tensors created under ``inference_mode``.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    with Counter() as counter:
         fn()
-    return int(counter.get_total_flops())
+    return counter.total
 
 
 # ---------------------------------------------------------------------------------- children
@@ -294,7 +317,8 @@ def child_timing(spec: dict[str, Any]) -> dict[str, Any]:
         small.x = x[:2]
         results[v]["flops_train_per_image"] = count_flops(small.train_step) / 2
         results[v]["flops_log_prob_per_image"] = count_flops(small.log_prob) / 2
-        results[v]["flops_sample_per_image"] = count_flops(lambda r=r: r.sample(2)) / 2
+        # Dispatch modes do not see ops under inference_mode: count the same calls in no_grad.
+        results[v]["flops_sample_per_image"] = count_flops(lambda r=r: r.sample(2, False)) / 2
 
     train = interleaved({v: r.train_step for v, r in runners.items()}, rounds, warmup)
     sample_variants = [v for v in variants if not v.endswith("-memory")]
@@ -365,6 +389,29 @@ def child_memory(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def memory_plan(models: list[str], quick: bool) -> list[tuple[str, str, str]]:
+    """(variant, model, malloc) rows of the RSS table. malloc: "default" (glibc defaults, no
+    tuning), "env" (MALLOC_ENV at start-up), "mallopt" (no env; the preset tunes in-process)."""
+    if quick:
+        return [("nflows", "glow", "default"), ("fast", "glow", "mallopt")] + [
+            ("fast-memory", m, "mallopt") for m in models
+        ]
+    rows = [
+        ("nflows", "glow", "default"),
+        ("nflows", "glow", "env"),
+        ("strict", "glow", "default"),
+        ("strict", "glow", "mallopt"),
+        ("fast", "glow", "default"),
+        ("fast", "glow", "env"),
+        ("fast", "glow", "mallopt"),
+    ]
+    for m in models:
+        rows += [("fast-memory", m, "mallopt"), ("strict-memory", m, "mallopt")]
+    if "bplf" in models:
+        rows += [("strict", "bplf", "mallopt"), ("fast", "bplf", "mallopt")]
+    return rows
+
+
 CHILDREN = {"peaks": child_peaks, "timing": child_timing, "memory": child_memory}
 
 
@@ -405,9 +452,80 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def targets(results: dict[str, Any]) -> list[str]:
+    """The issue's targets, checked against the measured figures (PASS / MISS lines)."""
+    lines = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+    for key, timing in results["timing"].items():
+        variants = timing.get("variants", {})
+        base = variants.get("nflows")
+        if not base or "error" in base or not key.startswith("glow"):
+            continue
+        fast = variants.get("fast", {})
+        if "train_step_s" in fast:
+            train = ratio(base["train_step_s"], fast["train_step_s"])
+            sample = ratio(fast.get("sample_images_per_s"), base.get("sample_images_per_s"))
+            p = fast.get("precision", {})
+            inv = p.get("inverse_max_abs_error")
+            ld = p.get("logabsdet_max_rel_error_vs_float64")
+            lines.append(
+                f"- {key}, fast vs nflows: training {fmt(train)}x (target >= 3: "
+                f"{verdict(train >= 3 if train else None)}), sampling {fmt(sample)}x (target >= 3: "
+                f"{verdict(sample >= 3 if sample else None)}), inverse error {fmt(inv)} "
+                f"({verdict(inv <= 1e-4 if inv is not None else None)}), log-det rel. error "
+                f"{fmt(ld)} ({verdict(ld <= 1e-3 if ld is not None else None)})"
+            )
+        strict = variants.get("strict", {})
+        if "train_step_s" in strict:
+            figures = {
+                "train": ratio(base["train_step_s"], strict["train_step_s"]),
+                "log_prob": ratio(
+                    strict.get("log_prob_images_per_s"), base.get("log_prob_images_per_s")
+                ),
+                "sample": ratio(strict.get("sample_images_per_s"), base.get("sample_images_per_s")),
+            }
+            ok = all(v is not None and v >= 1 for v in figures.values())
+            lines.append(
+                f"- {key}, strict fp32 vs nflows (speed ratios, >= 1 is no slower): "
+                + ", ".join(f"{k} {fmt(v)}x" for k, v in figures.items())
+                + f" ({verdict(ok)})"
+            )
+    for row in results.get("memory", []):
+        if (
+            row["variant"] == "fast-memory"
+            and row["config"].startswith("glow")
+            and ("error" not in row["result"])
+        ):
+            size = row["config"].split()[-1]
+            base = next(
+                (
+                    r["result"]
+                    for r in results["memory"]
+                    if r["variant"] == "nflows"
+                    and r["malloc"] == "default"
+                    and r["config"].split()[-1] == size
+                    and "error" not in r["result"]
+                ),
+                None,
+            )
+            if base:
+                rr = row["result"]["peak_rss_mib"] / base["peak_rss_mib"]
+                lines.append(
+                    f"- {row['config']}, fast-memory peak training RSS = {fmt(rr)} x nflows' "
+                    f"(target <= 0.5: {verdict(rr <= 0.5)})"
+                )
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     """The markdown summary (tables) of a results dict."""
     lines = []
+    checked = targets(results)
+    if checked:
+        lines += ["### Targets", "", *checked, ""]
     m = results["machine"]
     lines.append(
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
@@ -466,34 +584,45 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"\nfast + torch.compile: {json.dumps(c)}")
     if results.get("memory"):
         lines.append("")
-        lines.append("### Peak training RSS and page faults (fresh process per row)")
+        lines.append("### Peak training RSS, page faults and step time (fresh process per row)")
         lines.append("")
         lines.append(
-            "| config | variant | malloc | peak RSS MiB | x nflows | RSS after build MiB | "
-            "minor faults/step | step s |"
+            "malloc: `default` = glibc defaults; `env` = MALLOC_ENV at start-up; `mallopt` = "
+            "the preset raises the thresholds in-process. Ratios are against nflows with "
+            "glibc defaults (as its users run it)."
         )
-        lines.append("|" + "---|" * 8)
+        lines.append("")
+        lines.append(
+            "| config | variant | malloc | peak RSS MiB | RSS x nflows | RSS after build MiB | "
+            "minor faults/step | step s | speed x nflows |"
+        )
+        lines.append("|" + "---|" * 9)
         for row in results["memory"]:
             res = row["result"]
             if "error" in res:
-                lines.append(f"| {row['config']} | {row['variant']} | {row['malloc']} | error |")
+                lines.append(
+                    f"| {row['config']} | {row['variant']} | {row['malloc']} | error: "
+                    f"{res['error'][-300:]} |"
+                )
                 continue
+            size = row["config"].split()[-1]
             base = next(
                 (
                     r["result"]
                     for r in results["memory"]
-                    if r["config"] == row["config"]
+                    if r["config"].split()[-1] == size
                     and r["variant"] == "nflows"
-                    and r["malloc"] == row["malloc"]
+                    and r["malloc"] == "default"
                     and "error" not in r["result"]
                 ),
                 None,
             )
-            rr = ratio(res["peak_rss_mib"], base["peak_rss_mib"]) if base else None
+            rss = ratio(res["peak_rss_mib"], base["peak_rss_mib"]) if base else None
+            speed = ratio(base["train_step_s"], res["train_step_s"]) if base else None
             lines.append(
                 f"| {row['config']} | {row['variant']} | {row['malloc']} | "
-                f"{fmt(res['peak_rss_mib'])} | {fmt(rr)} | {fmt(res['rss_after_build_mib'])} | "
-                f"{fmt(res['minor_faults_per_step'])} | {fmt(res['train_step_s'])} |"
+                f"{fmt(res['peak_rss_mib'])} | {fmt(rss)} | {fmt(res['rss_after_build_mib'])} | "
+                f"{fmt(res['minor_faults_per_step'])} | {fmt(res['train_step_s'])} | {fmt(speed)} |"
             )
     m_end = results.get("loadavg_end")
     if m_end:
@@ -515,10 +644,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--bplf-rounds", type=int, default=None, help="rounds for BPLF (heavier; default --rounds)"
+    )
     parser.add_argument("--presets", default=",".join(FLOWKIT_PRESETS))
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS children")
     parser.add_argument("--memory-sizes", default="64", help="image sizes for the RSS children")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile path")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per child")
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     parser.add_argument("--markdown", type=Path, default=None, help="also write this summary")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -529,7 +662,12 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore")
-        result = CHILDREN[args.child](json.loads(args.spec))
+        spec = json.loads(args.spec)
+        if spec.get("threads"):
+            import torch
+
+            torch.set_num_threads(spec["threads"])
+        result = CHILDREN[args.child](spec)
         print("@@RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -537,8 +675,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         args.sizes, args.batch, args.levels, args.steps, args.hidden = "8", 4, 2, 2, 8
-        args.rounds, args.memory_sizes = 2, "8"
-        args.models = "glow,bplf"
+        args.rounds, args.warmup, args.memory_sizes = 2, 1, "8"
+        args.threads = args.threads or 1
     models = [m for m in args.models.split(",") if m]
     sizes = [int(s) for s in args.sizes.split(",") if s]
     presets = [p for p in args.presets.split(",") if p]
@@ -555,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
         "memory": [],
     }
     print(f"machine: {results['machine']}", flush=True)
-    results["peaks"] = run_child("peaks", {"quick": args.quick}, MALLOC_ENV)
+    results["peaks"] = run_child(
+        "peaks", {"quick": args.quick, "threads": args.threads}, MALLOC_ENV
+    )
     print(f"peaks: {results['peaks']}", flush=True)
     base_spec = dict(
         batch=args.batch,
@@ -565,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
         warmup=args.warmup,
         quick=args.quick,
+        threads=args.threads,
     )
     for size in sizes:
         for model in models:
@@ -576,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
                 nflows=True,
                 compile=args.compile,
             )
+            if model == "bplf" and args.bplf_rounds:
+                spec["rounds"] = args.bplf_rounds
             key = f"{model} 1x{size}x{size}"
             print(f"timing {key} ...", flush=True)
             # Timings run with raised malloc thresholds for every variant alike (nflows too);
@@ -584,30 +727,23 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(results["timing"][key])[:2000], flush=True)
     if not args.no_memory:
         for size in [int(s) for s in args.memory_sizes.split(",") if s]:
-            for model in models:
-                for variant in MEMORY_VARIANTS:
-                    if variant != "nflows" and variant not in PRESETS_ALL:
-                        continue
-                    if variant == "nflows" and model != models[0]:
-                        continue
-                    for malloc in ("default", "raised"):
-                        if malloc == "default" and variant not in ("nflows", "fast", "strict"):
-                            continue
-                        spec = dict(
-                            base_spec,
-                            model=model,
-                            shape=[1, size, size],
-                            variant=variant,
-                            steps_measured=2 if args.quick else 3,
-                        )
-                        env = MALLOC_ENV if malloc == "raised" else {}
-                        config = f"{'glow' if variant == 'nflows' else model} 1x{size}x{size}"
-                        print(f"memory {config} {variant} malloc={malloc} ...", flush=True)
-                        res = run_child("memory", spec, env)
-                        print(f"  {res}", flush=True)
-                        results["memory"].append(
-                            dict(config=config, variant=variant, malloc=malloc, result=res)
-                        )
+            for variant, model, malloc in memory_plan(models, args.quick):
+                spec = dict(
+                    base_spec,
+                    model=model,
+                    shape=[1, size, size],
+                    variant=variant,
+                    steps_measured=2 if args.quick else 3,
+                    tune_malloc=malloc == "mallopt",
+                )
+                env = MALLOC_ENV if malloc == "env" else {}
+                config = f"{model} 1x{size}x{size}"
+                print(f"memory {config} {variant} malloc={malloc} ...", flush=True)
+                res = run_child("memory", spec, env)
+                print(f"  {res}", flush=True)
+                results["memory"].append(
+                    dict(config=config, variant=variant, malloc=malloc, result=res)
+                )
     results["loadavg_end"] = os.getloadavg()
     text = report(results)
     print()
@@ -624,8 +760,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.markdown}")
     return 0
 
-
-PRESETS_ALL = ("strict", "fast", "fast-memory", "strict-memory")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -141,8 +141,10 @@ class _InvertibleCheckpoint(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_y: Tensor, grad_logabsdet: Tensor) -> tuple[Any, ...]:
         saved = ctx.saved_tensors
-        y = saved[0]
-        context = saved[1] if ctx.has_context else None
+        # Detached: the saved output is unpacked with this node as its grad_fn, which module
+        # hooks (FlopCounterMode, profilers) would otherwise try to hook into.
+        y = saved[0].detach()
+        context = saved[1].detach() if ctx.has_context else None
         context_needs_grad = ctx.has_context and ctx.needs_input_grad[4]
         blocks: Sequence[nn.Module] = ctx.blocks
         counts: Sequence[int] = ctx.counts
