@@ -141,6 +141,8 @@ def evaluate(args: argparse.Namespace, name: str, train_set: Any, test_set: Any,
 
     print(f"{name}: {len(train_set)} train / {len(test_set)} test faces")
     model = get_model(args, train_set, test_set)
+    if not args.model:
+        model.save(out / f"model_{name}.safetensors")  # reuse with --model
     size = tuple(model.in_shape[1:])
     if tuple(train_set.images.shape[2:]) != size:
         train_set, test_set = train_set.convert(size=size), test_set.convert(size=size)
@@ -193,6 +195,13 @@ def evaluate(args: argparse.Namespace, name: str, train_set: Any, test_set: Any,
             res[f"{method}_frechet_to_real_targets"] = metrics.frechet_distance(clf, x_tgt, edited)
         per = metrics.ssim_per_image(edited, x_tgt) > metrics.ssim_per_image(x_src, x_tgt)
         res[f"{method}_fraction_closer_than_source"] = float(per.mean())
+
+    # Edit strength: larger alpha moves further along the class-mean direction.
+    for alpha in args.alphas:
+        edited = label_transfer(model, x_src, y_src, y_tgt, stats, alpha=alpha)
+        res[f"label_alpha{alpha:g}_ssim_to_target"] = metrics.ssim(edited, x_tgt)
+        res[f"label_alpha{alpha:g}_ssim_to_source"] = metrics.ssim(edited, x_src)
+        res[f"label_alpha{alpha:g}_accuracy"] = metrics.expression_accuracy(clf, edited, y_tgt)
 
     # Pictures: a few held-out faces x every expression of the training set (label transfer).
     classes = stats.present_labels
@@ -271,6 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--n-bits", type=int, default=5)
     p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--alphas", type=float, nargs="*", default=[0.5, 1.5, 2.0], help="sweep")
     p.add_argument(
         "--expressions",
         nargs="+",
@@ -289,6 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.image_size, args.steps, args.flow_steps, args.hidden = 16, 30, 1, 16
         args.synthetic_train, args.synthetic_test, args.classifier_epochs = 24, 4, 3
         args.classifier_width, args.max_pairs, args.grid_rows = 8, 64, 3
+        args.alphas = args.alphas[:1]
     return args
 
 
