@@ -205,9 +205,14 @@ def evaluate(args: argparse.Namespace, name: str, train_set: Any, test_set: Any,
 
     # Pictures: a few held-out faces x every expression of the training set (label transfer).
     classes = stats.present_labels
-    rows = []
-    for p in dict.fromkeys(np.asarray(test_set.subjects)[src_i].tolist()):
-        rows.append(int(src_i[np.asarray(test_set.subjects)[src_i] == p][0]))
+    # One face per person, cycling through the source expressions.
+    people = np.asarray(test_set.subjects)[src_i]
+    src_labels = np.asarray(test_set.labels)[src_i]
+    rows: list[int] = []
+    for r, p in enumerate(dict.fromkeys(people.tolist())):
+        mine = np.flatnonzero(people == p)
+        want = mine[src_labels[mine] == classes[r % len(classes)]]
+        rows.append(int(src_i[want[0] if len(want) else mine[0]]))
         if len(rows) == args.grid_rows:
             break
     xr, yr = pre(test_set.images[rows]), torch.from_numpy(test_set.labels[rows])
