@@ -1,6 +1,6 @@
 """Reproduce the BPLF thesis's ablations at CPU scale: conditioner, PCA, bi-parallel linear half.
 
-    python examples/ablation.py                          # full run (~15-20 min on 2 shared CPU cores)
+    python examples/ablation.py                          # full run (~15-20 min, 2 shared CPUs)
     python examples/ablation.py --small                  # CI smoke run (16 px, few steps, < 60 s)
     python examples/ablation.py --data-dir ../shared/data --steps 300 --seeds 0 1 2
 
