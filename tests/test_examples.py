@@ -1,7 +1,8 @@
 """Every script in examples/ runs end to end in its small mode, so no example can rot.
 
 Each ``examples/*.py`` is run as ``python examples/NAME.py --small`` in a subprocess (plus
-``--out TMP`` when the script takes an ``--out`` option) and must exit with status 0. The small
+``--out TMP/out`` when the script takes an ``--out`` option — ``TMP/out.png`` when its default
+is a ``.png`` file) and must exit with status 0. The small
 modes together are meant to stay within a few minutes on 2 CPU cores.
 """
 
@@ -35,8 +36,11 @@ def test_example_runs_small(name, tmp_path):
     script = ROOT / "examples" / name
     source = script.read_text(encoding="utf-8")
     command = [sys.executable, str(script), "--small"]
-    if re.search(r"""["']--out["']""", source):
-        command += ["--out", str(tmp_path / "out")]
+    out = re.search(r"""["']--out["'][^)]*?default=["']([^"']*)["']""", source, re.S)
+    if out or re.search(r"""["']--out["']""", source):
+        # A folder, or a file with the default's extension (e.g. --out grid.png).
+        suffix = Path(out.group(1)).suffix if out else ""
+        command += ["--out", str(tmp_path / f"out{suffix}")]
     env = dict(os.environ)
     env["MPLBACKEND"] = "Agg"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
