@@ -14,14 +14,14 @@ so inversion stays exact to float32 round-off. Presets::
     loss.backward()
     x = performance.sample(model, 64, mode="fast")     # inference_mode, bf16 conditioners
 
-=================  ==========  =============  =============  ===========
-preset             precision   channels-last  memory-saving  tune malloc
-=================  ==========  =============  =============  ===========
-``strict``         fp32        yes            no             yes
-``fast``           bf16        yes            no             yes
-``fast-memory``    bf16        yes            yes            yes
-``strict-memory``  fp32        yes            yes            yes
-=================  ==========  =============  =============  ===========
+=================  ==========  =============  =============  ===========  ==========
+preset             precision   channels-last  memory-saving  tune malloc  stream
+=================  ==========  =============  =============  ===========  ==========
+``strict``         fp32        yes            no             yes          as built
+``fast``           bf16        yes            no             yes          float64
+``fast-memory``    bf16        yes            yes            yes          float64
+``strict-memory``  fp32        yes            yes            yes          as built
+=================  ==========  =============  =============  ===========  ==========
 
 Memory-saving backprop (:mod:`flowkit.memory`) recomputes activations from the exact inverse
 instead of storing them: training memory stops growing with depth, for ~1.3-1.5x the step time.
@@ -69,20 +69,26 @@ __all__ = [
 class Settings:
     """A speed preset: conditioner ``precision`` ("fp32" | "bf16" | "fp16"), ``channels_last``
     conditioner weights, ``memory_saving`` backprop and ``tune_malloc`` (raise glibc's malloc
-    thresholds for the whole process when the preset is applied, :func:`tune_malloc`)."""
+    thresholds for the whole process when the preset is applied, :func:`tune_malloc`) and the
+    dtype of the invertible ``stream`` ("float64" for a float64 invertible stream around float32
+    conditioners, ``None`` to leave the model's dtypes alone)."""
 
     precision: str = "fp32"
     channels_last: bool = False
     memory_saving: bool = False
     tune_malloc: bool = False
+    stream: str | None = None
 
 
 PRESETS: dict[str, Settings] = {
     # Strict keeps every number in float32 (or the model's dtype) and takes only the speed-ups
     # that do not change results beyond float reassociation: layout and allocator.
     "strict": Settings("fp32", channels_last=True, memory_saving=False, tune_malloc=True),
-    "fast": Settings("bf16", channels_last=True, memory_saving=False, tune_malloc=True),
-    "fast-memory": Settings("bf16", channels_last=True, memory_saving=True, tune_malloc=True),
+    # bf16 conditioners round their inputs: a float32 round-off of 1e-7 in a reconstructed
+    # input can flip one bf16 rounding and move the inverse by ~1e-4..1e-3. A float64 stream
+    # (the invertible arithmetic, ~1 % of the FLOPs) makes such flips vanishingly rare.
+    "fast": Settings("bf16", True, memory_saving=False, tune_malloc=True, stream="float64"),
+    "fast-memory": Settings("bf16", True, memory_saving=True, tune_malloc=True, stream="float64"),
     "strict-memory": Settings("fp32", channels_last=True, memory_saving=True, tune_malloc=True),
 }
 
@@ -125,6 +131,8 @@ def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
     s = settings(preset)
     if s.tune_malloc:
         tune_malloc()
+    if s.stream is not None:
+        _set_stream(model, s.stream)
     layout = torch.channels_last if s.channels_last else torch.contiguous_format
     for net in _conditioners(model):
         net.to(memory_format=layout)
@@ -136,6 +144,30 @@ def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
             )
         model.memory_saving = s.memory_saving  # type: ignore[assignment]
     return model
+
+
+_STREAMS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _cast_input_hook(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: float32 inputs (and float contexts) enter the float64 stream."""
+    return tuple(
+        a.double() if isinstance(a, Tensor) and a.dtype == torch.float32 else a for a in args
+    )
+
+
+def _set_stream(model: nn.Module, stream: str) -> None:
+    """Invertible blocks in ``stream`` dtype, conditioners in float32 (see :class:`Settings`)."""
+    if stream not in _STREAMS:
+        raise ConfigError(f"stream must be one of {sorted(_STREAMS)}, got {stream!r}")
+    model.to(_STREAMS[stream])
+    for net in _conditioners(model):
+        net.float()
+    handle = model.__dict__.pop("_flowkit_stream_hook", None)
+    if handle is not None:
+        handle.remove()
+    if stream == "float64":
+        model.__dict__["_flowkit_stream_hook"] = model.register_forward_pre_hook(_cast_input_hook)
 
 
 @contextlib.contextmanager
@@ -154,12 +186,14 @@ def sample(
     preset: str | Settings = "fast",
 ) -> Tensor:
     """``model.sample`` under ``torch.inference_mode`` and the preset's precision, in eval mode
-    (so the 1x1 convolutions' inverse weights are cached); the model's mode is restored."""
+    (so the 1x1 convolutions' inverse weights are cached); the model's mode is restored.
+    Returns float32 samples whatever the stream dtype."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), mode(preset):
-            return model.sample(n, y=y, temperature=temperature)  # type: ignore[operator]
+            x = model.sample(n, y=y, temperature=temperature)  # type: ignore[operator]
+        return x.float()
     finally:
         model.train(was_training)
 

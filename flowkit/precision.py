@@ -52,6 +52,12 @@ def conditioner_precision(mode: str | None) -> Iterator[None]:
         _state.dtype = previous
 
 
+def _parameter_dtype(net: nn.Module) -> torch.dtype | None:
+    for p in net.parameters():
+        return p.dtype
+    return None
+
+
 def run_conditioner(net: nn.Module, x: Tensor, *args: Any) -> Tensor:
     """Evaluate a (non-invertible) conditioner under the current policy.
 
@@ -60,6 +66,13 @@ def run_conditioner(net: nn.Module, x: Tensor, *args: Any) -> Tensor:
     float64 model) run as they are.
     """
     dtype = conditioner_dtype()
+    if x.dtype == torch.float64 and _parameter_dtype(net) == torch.float32:
+        # Mixed model (flowkit.performance "fast"): float64 invertible stream, float32
+        # conditioner. The output is cast back by the caller.
+        x = x.float()
+        args = tuple(
+            a.float() if isinstance(a, Tensor) and a.dtype == torch.float64 else a for a in args
+        )
     if dtype is None or x.dtype != torch.float32:
         return net(x, *args)
     with torch.autocast(device_type=x.device.type, dtype=dtype):

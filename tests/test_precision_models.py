@@ -36,16 +36,22 @@ def _model(name: str, kwargs: dict, perturbation: float = 0.05):
     return model.eval(), x[:8], None if y is None else y[:8]
 
 
+# bf16 conditioners around a float32 stream (the plain precision policy), and the fast presets
+# (bf16 conditioners around a float64 invertible stream).
+BF16_FLOAT32 = performance.Settings("bf16", channels_last=True)
+
+
 @pytest.mark.parametrize("name, kwargs", MODELS)
-@pytest.mark.parametrize("preset", ["fast", "fast-memory"])
+@pytest.mark.parametrize("preset", [BF16_FLOAT32, "fast", "fast-memory"], ids=str)
 def test_bf16_model_inverts_and_logdet_matches_float64(name, kwargs, preset):
     model, x, y = _model(name, kwargs)
     performance.prepare(model, preset)
+    stream = torch.float32 if preset is BF16_FLOAT32 else torch.float64
     # Labels (or None) are the models' context: one-hot class context where class_context.
     with torch.no_grad(), performance.mode(preset):
         z, logabsdet = model(x, y)
         x_back, inverse_logabsdet = model.inverse(z, y)
-    assert z.dtype == torch.float32 and logabsdet.dtype == torch.float32
+    assert z.dtype == stream and logabsdet.dtype == stream
     assert (x_back - x).abs().max() <= 1e-4
     torch.testing.assert_close(inverse_logabsdet, -logabsdet, rtol=1e-5, atol=1e-3)
 
