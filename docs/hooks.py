@@ -6,6 +6,8 @@
 - ``<!-- flowkit:zoo -->`` expands to a table of every zoo entry (``flowkit.zoo.names(kind)`` for
   each kind) with a cross-reference to the entry's class in the API reference; an entry whose
   class is not rendered there fails the strict build.
+- ``<!-- flowkit:figure NAME.png CAPTION -->`` shows ``docs/results/NAME.png`` with its caption
+  once that file exists (and nothing before).
 - ``<!-- flowkit:results -->`` inlines the benchmark and ablation reports that the benchmark
   scripts write to ``docs/results/`` (Markdown tables and PNG plots); until they exist the page
   says how to produce them.
@@ -173,24 +175,44 @@ def results_section() -> str:
             "`docs/results/`; this page shows them once they exist.\n"
         )
     out = []
-    shown_text = ""
+    shown: set[str] = set()
     for report in reports:
         text = report.read_text(encoding="utf-8")
         # Demote the report's headings one level so they nest under this page's title.
         text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.MULTILINE)
         out.append(_relink(text, "results/"))
         out.append("")
-        shown_text += text
-    extra = [img for img in images if img.name not in shown_text]
+        embedded = set(re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", text))
+        linked = [img for img in images if img.name in text and img.name not in embedded]
+        for img in linked:  # plots a report only links to are shown right after it
+            out.append(_figure(img))
+        shown |= {Path(e).name for e in embedded} | {img.name for img in linked}
+    extra = [img for img in images if img.name not in shown]
     if extra:
         out.append("## Plots\n")
-        for img in extra:
-            caption = img.stem.replace("_", " ")
-            out.append(f"![{caption}](results/{img.name})\n\n*{caption}*\n")
+        out.extend(_figure(img) for img in extra)
     return "\n".join(out)
 
 
+def _figure(img: Path) -> str:
+    caption = img.stem.replace("_", " ")
+    return f"![{caption}](results/{img.name})\n\n*{caption}* (`docs/results/{img.name}`)\n"
+
+
+_FIGURE = re.compile(r"<!-- flowkit:figure (\S+\.png) (.*?) -->")
+
+
+def figure(match: re.Match[str], depth: int) -> str:
+    """A docs/results/ picture with its caption, or nothing while the picture does not exist."""
+    name, caption = match.group(1), match.group(2)
+    if not (RESULTS / name).is_file():
+        return ""
+    return f"![{caption}]({'../' * depth}results/{name})\n\n*{caption}*\n"
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    depth = page.file.src_uri.count("/")
+    markdown = _FIGURE.sub(lambda m: figure(m, depth), markdown)
     if "<!-- flowkit:zoo -->" in markdown:
         markdown = markdown.replace("<!-- flowkit:zoo -->", zoo_table())
     if "<!-- flowkit:results -->" in markdown:
