@@ -88,7 +88,11 @@ def reference_pages() -> list[tuple[str, str, str]]:
                 "      show_root_heading: false\n",
             ]
             for module in _modules_under(path, dotted):
-                blocks.append(f"::: {module}\n")
+                if (PACKAGE.parent / module.replace(".", "/") / "__init__.py").exists():
+                    # A nested package: its docstring; its modules follow with their members.
+                    blocks.append(f"::: {module}\n    options:\n      members: false\n")
+                else:
+                    blocks.append(f"::: {module}\n")
             pages[name] = (TITLES.get(name, dotted), "\n".join(blocks))
         elif path.suffix == ".py":
             pages[name] = (
