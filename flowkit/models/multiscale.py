@@ -196,15 +196,18 @@ class MultiScaleFlow(FlowModel):
                 h, ld = _apply(level.squeeze, h, context)
                 total = total + ld
             if self.memory_saving:
-                h, ld = invertible_checkpoint(level.blocks(), h, context)
+                # The split is invertible too: its prior network is recomputed, not stored.
+                segment = level.blocks() + ([level.split] if level.split is not None else [])
+                h, ld = invertible_checkpoint(segment, h, context)
                 total = total + ld
             else:
                 for block in level.blocks():
                     h, ld = _apply(block, h, context)
                     total = total + ld
+                if level.split is not None:
+                    h, ld = _apply(level.split, h, context)
+                    total = total + ld
             if level.split is not None:
-                h, ld = _apply(level.split, h, context)
-                total = total + ld
                 keep = h.shape[1] - h.shape[1] // 2
                 latents.append(h[:, keep:].reshape(batch, -1))
                 h = h[:, :keep]
