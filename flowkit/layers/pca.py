@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from einops import rearrange
-from sklearn.decomposition import PCA
 from torch import Tensor
 
 from flowkit import zoo
@@ -168,6 +167,9 @@ class PCAProjection(DataInitialized):
         n, features = samples.shape
         mean = samples.mean(axis=0)
         if n >= 2:
+            # Imported here: scikit-learn (+ SciPy) costs ~85 MiB of RSS and ~1 s at import.
+            from sklearn.decomposition import PCA
+
             pca = PCA(n_components=min(n, features), svd_solver="full").fit(samples)
             mean = pca.mean_
             axes = complete_orthonormal_basis(pca.components_, features)
