@@ -1,8 +1,8 @@
 """flowkit: invertible building blocks for normalizing flows, and BPLF for facial expressions.
 
-    import flowkit
-    flowkit.zoo.names("layer")
-    from flowkit.models import BPLF
+import flowkit
+flowkit.zoo.names("layer")
+from flowkit.models import BPLF
 """
 
 from flowkit import precision, zoo

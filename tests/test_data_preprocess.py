@@ -74,8 +74,9 @@ def test_bits_per_dim_constant():
 
 def test_dataloader_batches_and_classes():
     rng = np.random.default_rng(0)
-    s = EmotionSet(images=rng.integers(0, 256, (10, 1, 8, 8), dtype=np.uint8),
-                   labels=np.array([3, 7] * 5))
+    s = EmotionSet(
+        images=rng.integers(0, 256, (10, 1, 8, 8), dtype=np.uint8), labels=np.array([3, 7] * 5)
+    )
     loader = make_dataloader(s, batch_size=4, n_bits=5, seed=0)
     batches = list(loader)
     assert [len(b[0]) for b in batches] == [4, 4, 2]

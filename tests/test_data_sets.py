@@ -28,11 +28,26 @@ def make_set(n=200, subjects=None, split=None, source="s", shape=(1, 4, 4), seed
 
 
 def test_vocabulary_order_and_aliases():
-    assert EMOTIONS == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
-                        "contempt")
-    for alias, name in [("anger", "angry"), ("Sadness", "sad"), ("HAPPINESS", "happy"),
-                        ("surprised", "surprise"), ("fearful", "fear"), (" Neutral ", "neutral"),
-                        ("3_happy", "happy"), ("contempt", "contempt")]:
+    assert EMOTIONS == (
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+        "contempt",
+    )
+    for alias, name in [
+        ("anger", "angry"),
+        ("Sadness", "sad"),
+        ("HAPPINESS", "happy"),
+        ("surprised", "surprise"),
+        ("fearful", "fear"),
+        (" Neutral ", "neutral"),
+        ("3_happy", "happy"),
+        ("contempt", "contempt"),
+    ]:
         assert normalize_label(alias) == name
     assert label_index("disgusted") == 1 and label_index(7) == 7
     with pytest.raises(UnknownLabelError, match="bored"):

@@ -31,8 +31,16 @@ def test_ckplus48_subject_disjoint_split():
     assert len(ck) == 981 and ck.images.shape == (981, 1, 48, 48)
     assert len(ck.subject_ids) == 118
     counts = ck.class_counts()
-    assert counts == {"angry": 135, "disgust": 177, "fear": 75, "happy": 207, "sad": 84,
-                      "surprise": 249, "neutral": 0, "contempt": 54}
+    assert counts == {
+        "angry": 135,
+        "disgust": 177,
+        "fear": 75,
+        "happy": 207,
+        "sad": 84,
+        "surprise": 249,
+        "neutral": 0,
+        "contempt": 54,
+    }
     train, test = ck.split(test_fraction=0.2, seed=0)
     assert len(train) + len(test) == 981
     assert not set(train.subjects) & set(test.subjects)

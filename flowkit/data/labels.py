@@ -35,7 +35,14 @@ FER2013_ORDER: tuple[str, ...] = EMOTIONS[:7]
 """FER2013's integer labels 0..6 (the challenge's order), identical to the first 7 of EMOTIONS."""
 
 CKPLUS_CODES: tuple[str, ...] = (
-    "neutral", "angry", "contempt", "disgust", "fear", "happy", "sad", "surprise",
+    "neutral",
+    "angry",
+    "contempt",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
 )
 """CK+'s numeric emotion codes 0..7 (as written in its ``Emotion/*.txt`` files)."""
 

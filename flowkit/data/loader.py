@@ -81,9 +81,7 @@ def load(
     if isinstance(path, (list, tuple)):
         if not path:
             raise DataError("load: expected at least one path")
-        sets = [
-            load(p, size, channels, None, format, subject_pattern, show_progress) for p in path
-        ]
+        sets = [load(p, size, channels, None, format, subject_pattern, show_progress) for p in path]
         return merge_sets(sets)
     path = Path(path)
     if format not in FORMATS:

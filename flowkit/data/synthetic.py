@@ -67,24 +67,61 @@ def _expr(**kw: float) -> np.ndarray:
 EXPRESSION_TABLE: np.ndarray = np.stack(
     [
         # angry: brows lowered and drawn inwards, narrowed eyes, narrow pressed mouth
-        _expr(mouth_curve=-0.03, mouth_width=0.7, brow_raise=-0.06, brow_tilt=-0.15,
-              brow_in=0.04, eye_open=0.7),
+        _expr(
+            mouth_curve=-0.03,
+            mouth_width=0.7,
+            brow_raise=-0.06,
+            brow_tilt=-0.15,
+            brow_in=0.04,
+            eye_open=0.7,
+        ),
         # disgust: upper lip raised on one side, narrowed eyes, wrinkled nose, brows down
-        _expr(mouth_curve=-0.035, mouth_open_top=0.01, lip_raise=0.075, mouth_width=0.9,
-              brow_raise=-0.035, brow_tilt=-0.05, brow_in=0.015, eye_open=0.45, wrinkle=1.0,
-              folds=0.8),
+        _expr(
+            mouth_curve=-0.035,
+            mouth_open_top=0.01,
+            lip_raise=0.075,
+            mouth_width=0.9,
+            brow_raise=-0.035,
+            brow_tilt=-0.05,
+            brow_in=0.015,
+            eye_open=0.45,
+            wrinkle=1.0,
+            folds=0.8,
+        ),
         # fear: raised inner-up brows, wide eyes, horizontally stretched open mouth
-        _expr(mouth_curve=-0.035, mouth_open_top=0.02, mouth_open_bottom=0.045,
-              mouth_width=1.3, brow_raise=0.06, brow_tilt=0.09, brow_in=0.015, eye_open=1.45),
+        _expr(
+            mouth_curve=-0.035,
+            mouth_open_top=0.02,
+            mouth_open_bottom=0.045,
+            mouth_width=1.3,
+            brow_raise=0.06,
+            brow_tilt=0.09,
+            brow_in=0.015,
+            eye_open=1.45,
+        ),
         # happy: upturned open mouth with teeth, smiling eyes, smile folds
-        _expr(mouth_curve=0.08, mouth_open_top=0.01, mouth_open_bottom=0.075, mouth_width=1.25,
-              teeth=1.0, brow_raise=0.01, eye_open=0.72, folds=1.0),
+        _expr(
+            mouth_curve=0.08,
+            mouth_open_top=0.01,
+            mouth_open_bottom=0.075,
+            mouth_width=1.25,
+            teeth=1.0,
+            brow_raise=0.01,
+            eye_open=0.72,
+            folds=1.0,
+        ),
         # sad: downturned closed mouth, inner brows raised, drooping eyes
-        _expr(mouth_curve=-0.085, mouth_width=0.95, brow_raise=0.015, brow_tilt=0.15,
-              eye_open=0.75),
+        _expr(
+            mouth_curve=-0.085, mouth_width=0.95, brow_raise=0.015, brow_tilt=0.15, eye_open=0.75
+        ),
         # surprise: round open mouth, high brows, wide eyes
-        _expr(mouth_open_top=0.08, mouth_open_bottom=0.12, mouth_width=0.5, brow_raise=0.11,
-              eye_open=1.6),
+        _expr(
+            mouth_open_top=0.08,
+            mouth_open_bottom=0.12,
+            mouth_width=0.5,
+            brow_raise=0.11,
+            eye_open=1.6,
+        ),
         # neutral
         _expr(),
         # contempt: one-sided smirk with a dimple fold, that brow raised, eyes a little lidded
@@ -94,9 +131,22 @@ EXPRESSION_TABLE: np.ndarray = np.stack(
 """Canonical expression factors, one row per :data:`EMOTIONS` entry (shape (8, F))."""
 
 # Scale of the per-factor nuisance jitter (multiplied by `factor_jitter`).
-_FACTOR_JITTER = _expr(mouth_curve=0.01, mouth_open_top=0.004, mouth_open_bottom=0.006,
-                       mouth_width=0.06, smirk=0.006, lip_raise=0.006, brow_raise=0.008,
-                       brow_tilt=0.012, brow_in=0.004, brow_asym=0.004, eye_open=0.06) - _expr()
+_FACTOR_JITTER = (
+    _expr(
+        mouth_curve=0.01,
+        mouth_open_top=0.004,
+        mouth_open_bottom=0.006,
+        mouth_width=0.06,
+        smirk=0.006,
+        lip_raise=0.006,
+        brow_raise=0.008,
+        brow_tilt=0.012,
+        brow_in=0.004,
+        brow_asym=0.004,
+        eye_open=0.06,
+    )
+    - _expr()
+)
 _FACTOR_JITTER[_N["mouth_width"]] = 0.06
 _FACTOR_JITTER[_N["eye_open"]] = 0.06
 
@@ -216,9 +266,13 @@ class SyntheticFaces:
             raise DataError(f"identities: n and start must be >= 0, got n={n}, start={start}")
         ids = np.arange(start, start + n, dtype=np.int64)
         # One uniform vector per identity from its own stream: reproducible per person.
-        u = np.stack(
-            [np.random.default_rng([self.seed, 0x1D, int(i)]).random(32) for i in ids]
-        ).astype(np.float32) if n else np.zeros((0, 32), np.float32)
+        u = (
+            np.stack(
+                [np.random.default_rng([self.seed, 0x1D, int(i)]).random(32) for i in ids]
+            ).astype(np.float32)
+            if n
+            else np.zeros((0, 32), np.float32)
+        )
 
         def lerp(j: int, lo: float, hi: float) -> np.ndarray:
             return (lo + (hi - lo) * u[:, j]).astype(np.float32)
@@ -387,9 +441,7 @@ class SyntheticFaces:
             layer += alpha * (color[:, ch, None, None] - layer)
 
     @staticmethod
-    def _ellipse(
-        dx: np.ndarray, dy: np.ndarray, rx: np.ndarray, ry: np.ndarray
-    ) -> np.ndarray:
+    def _ellipse(dx: np.ndarray, dy: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
         """Approximate signed distance to an axis-aligned ellipse (exact on the short axis)."""
         q = (dx / rx) ** 2 + (dy / ry) ** 2
         d = np.sqrt(q)
@@ -399,8 +451,14 @@ class SyntheticFaces:
 
     @staticmethod
     def _segment(
-        px: np.ndarray, py: np.ndarray, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray,
-        by: np.ndarray, r: np.ndarray | float, arch: np.ndarray | float = 0.0,
+        px: np.ndarray,
+        py: np.ndarray,
+        ax: np.ndarray,
+        ay: np.ndarray,
+        bx: np.ndarray,
+        by: np.ndarray,
+        r: np.ndarray | float,
+        arch: np.ndarray | float = 0.0,
     ) -> np.ndarray:
         """Signed distance to a capsule (segment a-b of radius r), optionally arched upwards."""
         bax, bay = bx - ax, by - ay
@@ -471,8 +529,9 @@ class SyntheticFaces:
         nl, nw = col(ids.nose_length), col(ids.nose_width)
         tip = eye_y + nl
         shade = self._colors(skin * 0.72)
-        d = self._segment(X, Y, np.float32(0.035), eye_y + 0.07, nw * 0.7, tip - 0.01,
-                          np.float32(0.012))
+        d = self._segment(
+            X, Y, np.float32(0.035), eye_y + 0.07, nw * 0.7, tip - 0.01, np.float32(0.012)
+        )
         self._paint(img, 0.55 * self._cov(d), shade)
         dark = self._colors(skin * 0.45)
         for side in (-1.0, 1.0):
@@ -484,8 +543,15 @@ class SyntheticFaces:
         if np.any(wr > 0.01):
             for side in (-1.0, 1.0):
                 for k in (0.0, 0.045):
-                    d = self._segment(X, Y, side * 0.02, eye_y + 0.035 + k, side * 0.065,
-                                      eye_y + 0.015 + k, np.float32(0.009))
+                    d = self._segment(
+                        X,
+                        Y,
+                        side * 0.02,
+                        eye_y + 0.035 + k,
+                        side * 0.065,
+                        eye_y + 0.015 + k,
+                        np.float32(0.009),
+                    )
                     self._paint(img, _clip01(0.7 * wr) * self._cov(d), shade)
         mw = col(ids.mouth_width) * ex("mouth_width")
         my = col(ids.mouth_y)
@@ -494,13 +560,28 @@ class SyntheticFaces:
         if np.any(fo > 0.01):
             for side in (-1.0, 1.0):
                 corner_y = my - curve - (smirk if side > 0 else 0.0)
-                d = self._segment(X, Y, side * (nw + 0.045), tip - 0.03, side * (mw + 0.045),
-                                  corner_y + 0.02, np.float32(0.011), arch=side * 0.0)
+                d = self._segment(
+                    X,
+                    Y,
+                    side * (nw + 0.045),
+                    tip - 0.03,
+                    side * (mw + 0.045),
+                    corner_y + 0.02,
+                    np.float32(0.011),
+                    arch=side * 0.0,
+                )
                 self._paint(img, _clip01(0.65 * fo) * self._cov(d), shade)
 
         if np.any(np.abs(smirk) > 0.005):  # smirk dimple beside the lifted corner
-            d = self._segment(X, Y, mw + 0.03, my - 1.1 * smirk - curve - 0.03, mw + 0.045,
-                              my - smirk - curve + 0.03, np.float32(0.011))
+            d = self._segment(
+                X,
+                Y,
+                mw + 0.03,
+                my - 1.1 * smirk - curve - 0.03,
+                mw + 0.045,
+                my - smirk - curve + 0.03,
+                np.float32(0.011),
+            )
             self._paint(img, _clip01(8.0 * np.abs(smirk)) * self._cov(d), shade)
 
         # Eyes: lash outline, white, iris (clipped by the white).
@@ -529,8 +610,16 @@ class SyntheticFaces:
             y0 = base - (asym if side > 0 else 0.0)
             inner_x = side * (es - bl - b_in + 0.02)
             outer_x = side * (es + bl - 0.3 * b_in)
-            d = self._segment(X, Y, inner_x, y0 - tilt, outer_x, y0 + 0.3 * tilt + 0.01,
-                              bt * 0.5, arch=np.float32(-0.025))
+            d = self._segment(
+                X,
+                Y,
+                inner_x,
+                y0 - tilt,
+                outer_x,
+                y0 + 0.3 * tilt + 0.01,
+                bt * 0.5,
+                arch=np.float32(-0.025),
+            )
             self._paint(img, self._cov(d), brow_c)
 
         # Mouth: lips (a lens around the mouth line), dark opening, teeth.
@@ -548,13 +637,17 @@ class SyntheticFaces:
         self._paint(img, self._cov(d), self._colors(ids.lips))
         if np.any(top + bottom + ex("lip_raise") > 0.004):
             d_open = np.maximum(np.maximum(y_top - Y, Y - y_bot), side_d + 0.02)
-            self._paint(img, self._cov(d_open), self._colors(np.full((n, 3), [60, 22, 26],
-                                                                     np.float32)))
+            self._paint(
+                img, self._cov(d_open), self._colors(np.full((n, 3), [60, 22, 26], np.float32))
+            )
             teeth = ex("teeth")
             if np.any(teeth > 0.01):
                 d_t = np.maximum(d_open, Y - (y_top + 0.045))
-                self._paint(img, _clip01(teeth) * self._cov(d_t),
-                            self._colors(np.full((n, 3), 240.0, np.float32)))
+                self._paint(
+                    img,
+                    _clip01(teeth) * self._cov(d_t),
+                    self._colors(np.full((n, 3), 240.0, np.float32)),
+                )
         return img
 
 

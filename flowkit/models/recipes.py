@@ -178,7 +178,9 @@ class BPLF(MultiScaleFlow):
     - ``levels`` levels of squeeze -> ``steps`` x [actnorm -> invertible 1x1 convolution ->
       linear coupling] -> learned split prior;
     - the linear coupling moves both halves in parallel: ``y_a = L x_a + c`` (``L`` invertible,
-      LU-parameterised) and ``y_b = x_b * sigma(h) + t`` with ``(h, t) = NN(x_a)``; the
+      LU-parameterised) and ``y_b = x_b * sigma(h) + t`` with ``(h, t) = NN(y_a)``
+      (conditioned on the transformed half, so the inverse recomputes it from the very same
+      tensor); the
       conditioner ``NN`` is chosen by name: ``conv3x3`` (default; three 3x3 layers, which the
       thesis found extract face features best), ``glow``, ``inception_a``, ``inception_b``;
     - a class-conditional Gaussian prior on the top latent (learned mean and log-scale per

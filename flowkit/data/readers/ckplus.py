@@ -28,6 +28,10 @@ def read_ckplus(
     warning (their subject is ``""``), and no match at all raises :class:`DataError`.
     """
     return read_class_folders(
-        root, size, channels, source, subject_pattern=subject_pattern,
+        root,
+        size,
+        channels,
+        source,
+        subject_pattern=subject_pattern,
         show_progress=show_progress,
     )

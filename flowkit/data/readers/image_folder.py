@@ -100,8 +100,9 @@ def read_class_folders(
         split: the given split for every row (``"train"``/``"test"``), or ``None``.
         show_progress: tqdm bar; ``None`` shows it for many files on a terminal.
     """
-    return _read_trees([(Path(root), split)], size, channels, source, subject_pattern,
-                       show_progress, Path(root))
+    return _read_trees(
+        [(Path(root), split)], size, channels, source, subject_pattern, show_progress, Path(root)
+    )
 
 
 def read_kaggle_folders(
@@ -154,8 +155,7 @@ def _read_trees(
                     continue
                 files.append((p, label, split or "", part_root.name if split else ""))
         stray = [
-            str(p.relative_to(root)) for p in part_root.iterdir()
-            if p.is_file() and not _ignored(p)
+            str(p.relative_to(root)) for p in part_root.iterdir() if p.is_file() and not _ignored(p)
         ]
         not_images.extend(stray)  # files beside the class folders carry no label
 
