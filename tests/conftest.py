@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 # runs many more (e.g. nightly or before a release).
 settings.register_profile(
     "default",
-    max_examples=4,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
