@@ -473,11 +473,14 @@ different architectures (BPLF's conv3x3 conditioner has ~3-4x the FLOPs).
   like-for-like. The memory table runs each row in a fresh process and shows the allocator
   effect separately.
 - Presets (`flowkit.performance`): `strict` = float32 everywhere + channels-last conditioner
-  weights + raised malloc thresholds; `fast` = bf16-autocast conditioners (invertible
-  arithmetic float32) + the same; `*-memory` = + memory-saving backprop (`flowkit.memory`).
+  weights + raised malloc thresholds; `fast` = bf16-autocast conditioners (the invertible
+  arithmetic runs in a float64 stream around them) + the same; `*-memory` = + memory-saving
+  backprop (`flowkit.memory`).
 - FLOPs: conv / matmul FLOPs of one call (torch.utils.flop_counter formulas); memory-saving
   rows count the recompute too. "% of peak" divides achieved training GFLOP/s by the measured
-  fp32 conv peak (strict, nflows) or bf16 channels-last conv peak (fast).
+  fp32 conv peak (strict, nflows) or bf16 channels-last conv peak (fast). The peaks come from
+  a short microbenchmark in the same run and vary between runs (fp32 conv 210-410 GFLOP/s
+  seen here), so a large-conv model such as BPLF can show more than 100 %.
 - Precision: the fast preset's max |x - f^-1(f(x))| and the relative error of its log-det
   against a float64 copy of the same weights (after a few training steps, so the conditioners
   are not at their zero start).
@@ -802,7 +805,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(MARKDOWN_HEADER.format(command=" ".join(sys.argv)) + text)
+        command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+        args.markdown.write_text(MARKDOWN_HEADER.format(command=command) + text)
         print(f"wrote {args.markdown}")
     return 0
 
