@@ -36,6 +36,26 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+def _add_trained_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` and ``--model``, shared by the subcommands that use a trained model."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks"
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="CKPT", help="model file, checkpoint or run folder"
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--n-bits`` and ``--device``, shared by the subcommands that use a trained model."""
+    parser.add_argument(
+        "--n-bits", type=int, help="bits of the model's data (default: from the run)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowkit",
@@ -122,10 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw N faces of one expression from a class-conditional model.",
         formatter_class=_Formatter,
     )
-    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks")
-    s.add_argument(
-        "--model", required=True, metavar="CKPT", help="model file, checkpoint or run folder"
-    )
+    _add_trained_model_args(s)
     s.add_argument(
         "--expression",
         default="all",
@@ -135,9 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=16, help="faces to draw (per row with 'all')")
     s.add_argument("--temperature", type=float, default=0.7, help="prior temperature")
     s.add_argument("--seed", type=int, default=0, help="noise seed")
-    s.add_argument("--n-bits", type=int, help="bits of the model's data (default: from the run)")
+    _add_run_options(s)
     s.add_argument("--out", default="samples.png", metavar="PNG", help="output image grid")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     # ---------------------------------------------------------------------- transfer
     r = sub.add_parser(
@@ -147,10 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         "difference) or take the expression part from a reference face (LDA subspace), decode.",
         formatter_class=_Formatter,
     )
-    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks")
-    r.add_argument(
-        "--model", required=True, metavar="CKPT", help="model file, checkpoint or run folder"
-    )
+    _add_trained_model_args(r)
     r.add_argument("--image", required=True, metavar="PNG", help="the face to edit")
     target = r.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", metavar="NAME", help="target expression name")
@@ -170,9 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "statistics, or its training data)",
     )
     r.add_argument("--resize", action="store_true", help="resize images to the model's size")
-    r.add_argument("--n-bits", type=int, help="bits of the model's data (default: from the run)")
+    _add_run_options(r)
     r.add_argument("--out", required=True, metavar="PNG", help="edited face")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     # -------------------------------------------------------------------------- eval
     e = sub.add_parser(
@@ -182,10 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "error and the flow's own expression recognition accuracy on a split.",
         formatter_class=_Formatter,
     )
-    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks")
-    e.add_argument(
-        "--model", required=True, metavar="CKPT", help="model file, checkpoint or run folder"
-    )
+    _add_trained_model_args(e)
     e.add_argument(
         "--data",
         metavar="PATH",
@@ -194,10 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--split", choices=("test", "train", "all"), default="test")
     e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--n-bits", type=int, help="bits of the model's data (default: from the run)")
+    _add_run_options(e)
     e.add_argument("--seed", type=int, help="split seed (default: the run's)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     # --------------------------------------------------------------------------- zoo
     z = sub.add_parser(
