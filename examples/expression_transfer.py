@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid-rows", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.small:
         args.image_size, args.steps, args.flow_steps, args.hidden = 16, 30, 1, 16
         args.synthetic_train, args.synthetic_test, args.classifier_epochs = 24, 4, 3
