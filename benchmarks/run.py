@@ -170,7 +170,7 @@ class Runner:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     def log_prob(self):
         import torch
@@ -291,6 +291,79 @@ def precision_check(runner: Runner, spec: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def conditioner_calls(runner: Runner) -> list[tuple[Any, tuple]]:
+    """Every conditioner network a log_prob call runs, with a copy of the arguments it got.
+
+    flowkit's couplings keep theirs as ``conditioner``, nflows' as ``transform_net``.
+    """
+    import torch
+
+    nets = []
+    for module in runner.model.modules():
+        for attr in ("conditioner", "transform_net"):
+            net = getattr(module, attr, None)
+            if isinstance(net, torch.nn.Module):
+                nets.append(net)
+    calls: list[tuple[Any, tuple]] = []
+
+    def record(net, args):
+        calls.append((net, tuple(a.detach().clone() if torch.is_tensor(a) else a for a in args)))
+
+    handles = [net.register_forward_pre_hook(record) for net in nets]
+    try:
+        runner.log_prob()
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def replay(runner: Runner, net: Any, args: tuple) -> Any:
+    """One recorded conditioner call, run as the model runs it (flowkit: under the variant's
+    precision through :func:`flowkit.precision.run_conditioner`, float32 out)."""
+    from flowkit.precision import run_conditioner
+
+    with runner._mode():
+        return net(*args) if runner.nflows else run_conditioner(net, *args)
+
+
+def conditioner_work(runner: Runner) -> dict[str, Callable[[], Any]]:
+    """The conditioner networks alone, replayed with the inputs they get in the model.
+
+    ``forward``: every conditioner once under the variant's precision (what sampling must
+    compute); ``train``: forward and backward (input and weight gradients, what a training step
+    must compute). For the fast preset this is the bf16 channels-last work of the same
+    PyTorch kernels the model uses, with no invertible arithmetic, Python or optimizer around
+    it: nflows' time divided by it bounds the speed-up any implementation built on these
+    kernels can reach.
+    """
+    import torch
+
+    calls = conditioner_calls(runner)
+
+    def run(net, args):
+        return replay(runner, net, args)
+
+    with torch.no_grad():
+        grads = [torch.randn_like(run(net, args).float()) for net, args in calls]
+    inputs = [(net, (args[0].requires_grad_(), *args[1:])) for net, args in calls]
+
+    def forward():
+        with torch.inference_mode():
+            for net, args in calls:
+                run(net, args)
+
+    def train():
+        for (net, args), g in zip(inputs, grads, strict=True):
+            run(net, args).float().backward(g)
+        for net, args in inputs:
+            args[0].grad = None
+            for p in net.parameters():
+                p.grad = None
+
+    return {"forward": forward, "train": train}
+
+
 def child_timing(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -340,6 +413,13 @@ def child_timing(spec: dict[str, Any]) -> dict[str, Any]:
         if v != "nflows":
             with torch.no_grad():
                 res["precision"] = precision_check(runners[v], spec)
+    # The conditioners alone (see conditioner_work), interleaved like the rest.
+    work = {v: conditioner_work(runners[v]) for v in sample_variants}
+    alone_fwd = interleaved({v: w["forward"] for v, w in work.items()}, rounds, warmup)
+    alone_train = interleaved({v: w["train"] for v, w in work.items()}, rounds, warmup)
+    for v in work:
+        results[v]["conditioners_forward_s"] = alone_fwd[v]
+        results[v]["conditioners_train_s"] = alone_train[v]
     if spec.get("compile"):
         results["fast-compiled"] = compiled_timing(spec, x, rounds, warmup)
     return {"variants": results, "loadavg_end": os.getloadavg()}
@@ -495,6 +575,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
+    x_batch = results["batch"]
     for key, timing in results["timing"].items():
         variants = timing.get("variants", {})
         base = variants.get("nflows")
@@ -507,12 +588,20 @@ def targets(results: dict[str, Any]) -> list[str]:
             p = fast.get("precision", {})
             inv = p.get("inverse_max_abs_error")
             ld = p.get("logabsdet_max_rel_error_vs_float64")
+            ceiling = ""
+            if fast.get("conditioners_train_s") and base.get("sample_images_per_s"):
+                base_sample_s = x_batch / base["sample_images_per_s"]
+                ceiling = (
+                    f"; ceiling from the bf16 conditioners alone: training "
+                    f"{fmt(base['train_step_s'] / fast['conditioners_train_s'])}x, sampling "
+                    f"{fmt(base_sample_s / fast['conditioners_forward_s'])}x"
+                )
             lines.append(
                 f"- {key}, fast vs nflows: training {fmt(train)}x (target >= 3: "
                 f"{verdict(train >= 3 if train else None)}), sampling {fmt(sample)}x (target >= 3: "
                 f"{verdict(sample >= 3 if sample else None)}), inverse error {fmt(inv)} "
                 f"({verdict(inv <= 1e-4 if inv is not None else None)}), log-det rel. error "
-                f"{fmt(ld)} ({verdict(ld <= 1e-3 if ld is not None else None)})"
+                f"{fmt(ld)} ({verdict(ld <= 1e-3 if ld is not None else None)})" + ceiling
             )
         strict = variants.get("strict", {})
         if "train_step_s" in strict:
@@ -614,6 +703,29 @@ def report(results: dict[str, Any]) -> str:
                     f"log-det rel. error vs float64 = "
                     f"{p['logabsdet_max_rel_error_vs_float64']:.2e}, log-prob rel. error = "
                     f"{p['log_prob_max_rel_error_vs_float64']:.2e}"
+                )
+        alone = [v for v, res in variants.items() if "conditioners_train_s" in res]
+        if alone and base.get("train_step_s") and base.get("sample_images_per_s"):
+            base_sample_s = results["batch"] / base["sample_images_per_s"]
+            lines.append(
+                "\nConditioner networks alone (replayed with the inputs they get in the model; "
+                "the ceiling is nflows' time over the variant's conditioner time, the most "
+                "any implementation running these conditioners on these kernels can reach):\n"
+            )
+            lines.append(
+                "| variant | conditioners fwd s | share of sampling | sampling ceiling x nflows "
+                "| conditioners fwd+bwd s | share of train step | training ceiling x nflows |"
+            )
+            lines.append("|" + "---|" * 7)
+            for v in alone:
+                res = variants[v]
+                sample_s = results["batch"] / res["sample_images_per_s"]
+                fwd, train = res["conditioners_forward_s"], res["conditioners_train_s"]
+                lines.append(
+                    f"| {v} | {fmt(fwd)} | {fmt(100 * fwd / sample_s)} % | "
+                    f"{fmt(base_sample_s / fwd)} | {fmt(train)} | "
+                    f"{fmt(100 * train / res['train_step_s'])} % | "
+                    f"{fmt(base['train_step_s'] / train)} |"
                 )
         if "fast-compiled" in variants:
             c = variants["fast-compiled"]
