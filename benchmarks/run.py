@@ -790,6 +790,85 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Bar chart of the Glow speed-ups over nflows (fast and strict presets) next to the
+    ceiling the fast preset's conditioners alone allow and the issue's 3x target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for key, timing in results["timing"].items():
+        variants = timing.get("variants", {})
+        base, fast = variants.get("nflows"), variants.get("fast")
+        if not key.startswith("glow") or not base or not fast or "error" in fast:
+            continue
+        if "conditioners_train_s" not in fast:
+            continue
+        base_sample_s = results["batch"] / base["sample_images_per_s"]
+        strict = variants.get("strict", {})
+        rows.append(
+            (
+                key,
+                {
+                    "strict": (
+                        ratio(base["train_step_s"], strict.get("train_step_s")),
+                        ratio(strict.get("sample_images_per_s"), base["sample_images_per_s"]),
+                    ),
+                    "fast": (
+                        base["train_step_s"] / fast["train_step_s"],
+                        fast["sample_images_per_s"] / base["sample_images_per_s"],
+                    ),
+                    "ceiling (fast conditioners alone)": (
+                        base["train_step_s"] / fast["conditioners_train_s"],
+                        base_sample_s / fast["conditioners_forward_s"],
+                    ),
+                },
+            )
+        )
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    colors = {
+        "strict": "#9aa5b1",
+        "fast": "#2b6cb0",
+        "ceiling (fast conditioners alone)": "#f6ad55",
+    }
+    width = 0.8 / len(colors)
+    for ax, (task, index) in zip(axes, (("training step", 0), ("sampling", 1)), strict=True):
+        for i, name in enumerate(colors):
+            xs = [j + (i - 1) * width for j in range(len(rows))]
+            ys = [values[name][index] or 0 for _, values in rows]
+            bars = ax.bar(xs, ys, width, label=name, color=colors[name])
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.axhline(3, color="#c53030", linestyle="--", linewidth=1, label="target (3x)")
+        ax.axhline(1, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(rows)), [key for key, _ in rows])
+        ax.set_title(f"{task}: speed-up over nflows")
+    axes[0].set_ylabel("x nflows (higher is faster)")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(f"Glow, batch {results['batch']}, {results['machine']['cpu']}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_markdown(results: dict[str, Any], path: Path, command: str) -> list[Path]:
+    """The report as Markdown at ``path``, with its chart beside it (same name, ``.png``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = report(results)
+    written = []
+    figure = path.with_suffix(".png")
+    if plot(results, figure):
+        text = f"![Speed-ups over nflows]({figure.name})\n\n" + text
+        written.append(figure)
+    path.write_text(MARKDOWN_HEADER.format(command=command) + text)
+    return [*written, path]
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -928,10 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
-        args.markdown.write_text(MARKDOWN_HEADER.format(command=command) + text)
-        print(f"wrote {args.markdown}")
+        for path in write_markdown(results, args.markdown, command):
+            print(f"wrote {path}")
     return 0
 
 

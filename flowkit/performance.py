@@ -3,9 +3,10 @@ malloc tuning and an optional ``torch.compile`` path.
 
 Nearly all FLOPs of an image flow are in the coupling conditioners (convolutions that are never
 inverted), so that is where reduced precision pays: bf16 convolutions in channels-last layout
-ran at ~3-4x the fp32 rate on an AMX Xeon and ~2.6x on an AVX-512-BF16 AMD EPYC (Zen 5). The invertible arithmetic (couplings' affine
-maps, log-dets, ActNorm, 1x1 convolutions, priors) stays in float32 (:mod:`flowkit.precision`),
-so inversion stays exact to float32 round-off. Presets::
+ran at ~3-4x the fp32 rate on an AMX Xeon and ~2.6x on an AVX-512-BF16 AMD EPYC (Zen 5). The
+invertible arithmetic (couplings' affine maps, log-dets, ActNorm, 1x1 convolutions, priors)
+stays in float32 (:mod:`flowkit.precision`), so inversion stays exact to float32 round-off.
+Presets::
 
     from flowkit import performance
     model = performance.prepare(model, "fast")          # channels-last conditioner weights

@@ -76,6 +76,8 @@ def test_quick_benchmark_writes_a_report(tmp_path):
             "--no-memory",
             "--out",
             str(out),
+            "--markdown",
+            str(tmp_path / "report.md"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -92,3 +94,6 @@ def test_quick_benchmark_writes_a_report(tmp_path):
         # The forward replay is part of the forward+backward replay.
         assert res["conditioners_forward_s"] < res["conditioners_train_s"]
     assert "ceiling from the bf16 conditioners alone" in proc.stdout
+    # The Markdown report shows its chart, written beside it.
+    assert "![Speed-ups over nflows](report.png)" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
