@@ -580,6 +580,18 @@ different architectures (BPLF's conv3x3 conditioner has ~3-4x the FLOPs).
 """
 
 
+def ceilings(base: dict[str, Any], res: dict[str, Any], batch: int) -> tuple[float, float] | None:
+    """(training, sampling) ceilings of a variant over nflows: nflows' time divided by the time
+    of the variant's conditioner networks alone (see conditioner_work); None if not measured."""
+    if not res.get("conditioners_train_s") or not base.get("sample_images_per_s"):
+        return None
+    base_sample_s = batch / base["sample_images_per_s"]
+    return (
+        base["train_step_s"] / res["conditioners_train_s"],
+        base_sample_s / res["conditioners_forward_s"],
+    )
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     """The issue's targets, checked against the measured figures (PASS / MISS lines)."""
     lines = []
@@ -601,12 +613,11 @@ def targets(results: dict[str, Any]) -> list[str]:
             inv = p.get("inverse_max_abs_error")
             ld = p.get("logabsdet_max_rel_error_vs_float64")
             ceiling = ""
-            if fast.get("conditioners_train_s") and base.get("sample_images_per_s"):
-                base_sample_s = x_batch / base["sample_images_per_s"]
+            limits = ceilings(base, fast, x_batch)
+            if limits:
                 ceiling = (
                     f"; ceiling from the bf16 conditioners alone: training "
-                    f"{fmt(base['train_step_s'] / fast['conditioners_train_s'])}x, sampling "
-                    f"{fmt(base_sample_s / fast['conditioners_forward_s'])}x"
+                    f"{fmt(limits[0])}x, sampling {fmt(limits[1])}x"
                 )
             lines.append(
                 f"- {key}, fast vs nflows: training {fmt(train)}x (target >= 3: "
@@ -716,9 +727,9 @@ def report(results: dict[str, Any]) -> str:
                     f"{p['logabsdet_max_rel_error_vs_float64']:.2e}, log-prob rel. error = "
                     f"{p['log_prob_max_rel_error_vs_float64']:.2e}"
                 )
-        alone = [v for v, res in variants.items() if "conditioners_train_s" in res]
-        if alone and base.get("train_step_s") and base.get("sample_images_per_s"):
-            base_sample_s = results["batch"] / base["sample_images_per_s"]
+        alone = {v: ceilings(base, res, results["batch"]) for v, res in variants.items()}
+        alone = {v: limits for v, limits in alone.items() if limits}
+        if alone:
             lines.append(
                 "\nConditioner networks alone (replayed with the inputs they get in the model; "
                 "the ceiling is nflows' time over the variant's conditioner time, the most "
@@ -729,15 +740,14 @@ def report(results: dict[str, Any]) -> str:
                 "| conditioners fwd+bwd s | share of train step | training ceiling x nflows |"
             )
             lines.append("|" + "---|" * 7)
-            for v in alone:
+            for v, (train_ceiling, sample_ceiling) in alone.items():
                 res = variants[v]
                 sample_s = results["batch"] / res["sample_images_per_s"]
                 fwd, train = res["conditioners_forward_s"], res["conditioners_train_s"]
                 lines.append(
                     f"| {v} | {fmt(fwd)} | {fmt(100 * fwd / sample_s)} % | "
-                    f"{fmt(base_sample_s / fwd)} | {fmt(train)} | "
-                    f"{fmt(100 * train / res['train_step_s'])} % | "
-                    f"{fmt(base['train_step_s'] / train)} |"
+                    f"{fmt(sample_ceiling)} | {fmt(train)} | "
+                    f"{fmt(100 * train / res['train_step_s'])} % | {fmt(train_ceiling)} |"
                 )
         if "fast-compiled" in variants:
             c = variants["fast-compiled"]
@@ -804,9 +814,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         base, fast = variants.get("nflows"), variants.get("fast")
         if not key.startswith("glow") or not base or not fast or "error" in fast:
             continue
-        if "conditioners_train_s" not in fast:
+        limits = ceilings(base, fast, results["batch"])
+        if not limits:
             continue
-        base_sample_s = results["batch"] / base["sample_images_per_s"]
         strict = variants.get("strict", {})
         rows.append(
             (
@@ -820,10 +830,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
                         base["train_step_s"] / fast["train_step_s"],
                         fast["sample_images_per_s"] / base["sample_images_per_s"],
                     ),
-                    "ceiling (fast conditioners alone)": (
-                        base["train_step_s"] / fast["conditioners_train_s"],
-                        base_sample_s / fast["conditioners_forward_s"],
-                    ),
+                    "ceiling (fast conditioners alone)": limits,
                 },
             )
         )
