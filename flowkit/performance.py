@@ -13,7 +13,7 @@ Presets::
     with performance.mode("fast"):                      # bf16 conditioners
         loss = -model.log_prob(x).mean()
     loss.backward()
-    x = performance.sample(model, 64, mode="fast")     # inference_mode, bf16 conditioners
+    x = performance.sample(model, 64, preset="fast")   # inference_mode, bf16 conditioners
 
 =================  ==========  =============  =============  ===========  ==========
 preset             precision   channels-last  memory-saving  tune malloc  stream
@@ -27,21 +27,17 @@ preset             precision   channels-last  memory-saving  tune malloc  stream
 Memory-saving backprop (:mod:`flowkit.memory`) recomputes activations from the exact inverse
 instead of storing them: training memory stops growing with depth, for ~1.3-1.5x the step time.
 
-glibc's default malloc serves every large block (>= 128 KiB, adaptively up to 32 MiB) with a
-fresh ``mmap``, returns it to the kernel on ``free`` and page-faults it back on the next
-``malloc``: with activations of tens of MiB a training step pays hundreds of thousands of page
-faults. :func:`tune_malloc` raises the
-thresholds in-process (``mallopt``), :data:`MALLOC_ENV` holds the equivalent environment
-variables for a child process or a re-exec.
+Allocator (:mod:`flowkit.allocator`): glibc's default thresholds make every training step
+page-fault its activations back in. Applying a preset calls :func:`tune_malloc` (raised
+thresholds via ``mallopt``) unless a memory-saving process was started with
+:data:`~flowkit.allocator.LOW_MEMORY_ENV`, whose huge-page allocation keeps the peak smaller
+and steadier than raised thresholds do. :func:`startup_env` gives the variables a child process
+or re-exec should start with for a preset (the ``flowkit`` CLI re-executes itself with them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowkit import allocator
+from flowkit.allocator import MALLOC_ENV, tune_malloc
 from flowkit.errors import ConfigError
 from flowkit.precision import conditioner_precision
 
@@ -62,6 +60,7 @@ __all__ = [
     "prepare",
     "sample",
     "settings",
+    "startup_env",
     "tune_malloc",
 ]
 
@@ -130,7 +129,9 @@ def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
     The precision is not a property of the model: wrap calls in :func:`mode`.
     """
     s = settings(preset)
-    if s.tune_malloc:
+    # A memory-saving process started with LOW_MEMORY_ENV keeps glibc's thresholds: raising
+    # them on top brings the heap fragmentation back (see flowkit.allocator).
+    if s.tune_malloc and not (s.memory_saving and allocator.env_active(allocator.LOW_MEMORY_ENV)):
         tune_malloc()
     if s.stream is not None:
         _set_stream(model, s.stream)
@@ -214,40 +215,13 @@ def compile_conditioners(model: nn.Module, **kwargs: Any) -> nn.Module:
     return model
 
 
-# --------------------------------------------------------------------------- malloc tuning
-
-#: Environment for a child process (or a re-exec) with raised glibc malloc thresholds: blocks up
-#: to 1 GiB come from the heap instead of fresh mmaps, and freed memory is kept (trim threshold
-#: 2 GiB) instead of being returned to the kernel after every step. Same values as the
-#: ``flowkit`` CLI's re-exec (flowkit.cli.MALLOC_ENV). glibc 2.36 accepts thresholds above its
-#: old 32 MiB ceiling (measured: 40 and 200 MiB tensors then allocate without page faults).
-MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 31),
-}
-
-# mallopt parameter numbers from glibc's malloc.h
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+def startup_env(preset: str | Settings = "fast") -> dict[str, str]:
+    """Environment variables a training process for ``preset`` should start with (for a child
+    process or a re-exec): :data:`~flowkit.allocator.LOW_MEMORY_ENV` for the memory-saving
+    presets, :data:`~flowkit.allocator.MALLOC_ENV` otherwise (see :mod:`flowkit.allocator`)."""
+    return allocator.startup_env(settings(preset).memory_saving)
 
 
 def malloc_env_active() -> bool:
     """True when this process was started with :data:`MALLOC_ENV`'s thresholds."""
-    return all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
-
-
-def tune_malloc() -> bool:
-    """Raise glibc's malloc thresholds in this process (``mallopt``), as :data:`MALLOC_ENV`
-    would at start-up. Returns False where it is not glibc (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
-    ok &= mallopt(_M_TRIM_THRESHOLD, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
-    return bool(ok)
+    return allocator.env_active(MALLOC_ENV)

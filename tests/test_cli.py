@@ -111,6 +111,47 @@ def test_malloc_tuning_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli._wants_malloc_tuning(["train"]) is False
 
 
+def test_memory_saving_train_reexecs_with_huge_page_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory-saving training starts with LOW_MEMORY_ENV (glibc thresholds left alone), any
+    other heavy command with the raised thresholds; the choice reads flags, --set and configs."""
+    from flowkit import allocator
+
+    monkeypatch.chdir(tmp_path)
+    for key in (*allocator.MALLOC_ENV, *allocator.LOW_MEMORY_ENV):
+        monkeypatch.delenv(key, raising=False)
+    calls: list[dict[str, str]] = []
+
+    def fake_execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        calls.append(env)
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    config = tmp_path / "c.toml"
+    config.write_text("memory_saving = true\n")
+    cases = {
+        ("train", "--memory-saving"): True,
+        ("train", "--set", "memory_saving=true"): True,
+        ("train", "--config", str(config)): True,
+        ("train",): False,
+        ("train", "--steps", "oops"): False,  # unparsable: the real run reports it
+        ("eval", "--model", "x"): False,
+    }
+    for argv, saving in cases.items():
+        assert cli._memory_saving_requested(argv) is saving, argv
+        cli._reexec_with_malloc_tuning(argv)
+        env = calls.pop()
+        wanted, other = (
+            (allocator.LOW_MEMORY_ENV, allocator.MALLOC_ENV)
+            if saving
+            else (allocator.MALLOC_ENV, allocator.LOW_MEMORY_ENV)
+        )
+        assert allocator.env_active(wanted, env), argv
+        assert not any(env.get(k) == v for k, v in other.items()), argv
+        assert env["FLOWKIT_MALLOC_TUNED"] == "1"
+    assert not list(tmp_path.glob("runs")), "deciding must not create a run folder"
+
+
 def test_malloc_reexec_sets_variables(tmp_path: Path) -> None:
     """`flowkit eval` re-executes itself once with the allocator variables set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "FLOWKIT_"))}

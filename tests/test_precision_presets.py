@@ -72,3 +72,30 @@ def test_tune_malloc_on_glibc():
         pytest.skip("not glibc")
     assert performance.tune_malloc() is True
     assert set(performance.MALLOC_ENV) == {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}
+
+
+def test_memory_presets_keep_glibc_thresholds_under_the_low_memory_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Raised thresholds on top of huge-page allocation bring the fragmentation back, so a
+    memory-saving preset skips mallopt in a process started with LOW_MEMORY_ENV."""
+    from flowkit import allocator
+
+    tuned: list[bool] = []
+    monkeypatch.setattr(performance, "tune_malloc", lambda: tuned.append(True) or True)
+    model = zoo.build("model", "glow", in_shape=(1, 8, 8), levels=1, steps=1, hidden=4)
+    expected = {"fast": True, "fast-memory": True, "strict": True, "strict-memory": True}
+    for key in allocator.LOW_MEMORY_ENV:
+        monkeypatch.delenv(key, raising=False)
+    for preset, tunes in expected.items():
+        performance.prepare(model, preset)
+        assert bool(tuned) is tunes, preset
+        tuned.clear()
+    for key, value in allocator.LOW_MEMORY_ENV.items():
+        monkeypatch.setenv(key, value)
+    for preset, tunes in {**expected, "fast-memory": False, "strict-memory": False}.items():
+        performance.prepare(model, preset)
+        assert bool(tuned) is tunes, preset
+        tuned.clear()
+    assert performance.startup_env("fast-memory") == allocator.LOW_MEMORY_ENV
+    assert performance.startup_env("fast") == allocator.MALLOC_ENV

@@ -12,53 +12,63 @@ Bad input (a missing file, an unknown expression, an image of the wrong size, a 
 flowkit model, an unknown model name) ends with one line on stderr and exit status 2; ``--debug``
 shows the traceback instead.
 
-Memory allocator: glibc's default malloc thresholds make large training steps page-fault heavily
-(about twice as slow at 64x64 on our CPUs). Before heavy commands (train, eval, sample, transfer)
-``main`` therefore re-executes itself once with ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` set (they are read only at process start). It does nothing when either
-variable is already set, when ``FLOWKIT_NO_MALLOC_TUNING=1``, off glibc, or when ``main`` is
-called with an explicit ``argv`` (from Python).
+Memory allocator: glibc's default malloc thresholds make large training steps page-fault
+heavily (about twice as slow at 64x64 on our CPUs). Before heavy commands (train, eval, sample,
+transfer) ``main`` therefore re-executes itself once with the variables of
+:func:`flowkit.allocator.startup_env` set (they are read only at process start): raised malloc
+thresholds, or for ``train --memory-saving`` (or ``memory_saving = true`` in the config)
+PyTorch's huge-page allocation, which keeps that mode's peak memory low. It does nothing when
+any of these variables is already set, when ``FLOWKIT_NO_MALLOC_TUNING=1``, off glibc, or when
+``main`` is called with an explicit ``argv`` (from Python).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
 
-from flowkit.cli.commands import HEAVY_COMMANDS, build_parser, run_command
+from flowkit import allocator
+from flowkit.cli.commands import HEAVY_COMMANDS, _train_config, build_parser, run_command
 
 __all__ = ["main", "build_parser"]
 
-MALLOC_ENV = {
-    # Allocations up to 1 GiB come from the heap instead of fresh mmaps (no page-faulting the
-    # same activations every step); freed memory is kept instead of trimmed back to the OS.
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 31),
-}
 _REEXEC_FLAG = "FLOWKIT_MALLOC_TUNED"
+_ALLOCATOR_VARIABLES = (*allocator.MALLOC_ENV, *allocator.LOW_MEMORY_ENV)
 
 
 def _wants_malloc_tuning(argv: Sequence[str]) -> bool:
     env = os.environ
     if env.get("FLOWKIT_NO_MALLOC_TUNING", "") not in ("", "0"):
         return False
-    if env.get(_REEXEC_FLAG) or any(k in env for k in MALLOC_ENV):
+    if env.get(_REEXEC_FLAG) or any(k in env for k in _ALLOCATOR_VARIABLES):
         return False
-    if not sys.platform.startswith("linux"):
-        return False
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
+    if not allocator.is_glibc():
         return False
     command = next((a for a in argv if not a.startswith("-")), None)
     return command in HEAVY_COMMANDS and "--help" not in argv and "-h" not in argv
 
 
+def _memory_saving_requested(argv: Sequence[str]) -> bool:
+    """True for a ``train`` whose config (flags, --config, --set, a resumed run) asks for
+    memory-saving backprop. Anything unparsable counts as no: the real run reports it."""
+    try:
+        # argparse prints its usage errors itself; the re-executed run will print them again
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = build_parser().parse_args(list(argv))
+        if getattr(args, "command", None) != "train":
+            return False
+        return bool(_train_config(args).memory_saving)
+    except (Exception, SystemExit):
+        return False
+
+
 def _reexec_with_malloc_tuning(argv: Sequence[str]) -> None:
-    """Replace this process by ``python -m flowkit ARGV`` with the malloc variables set."""
+    """Replace this process by ``python -m flowkit ARGV`` with the allocator variables set."""
     env = dict(os.environ)
-    env.update(MALLOC_ENV)
+    env.update(allocator.startup_env(_memory_saving_requested(argv)))
     env[_REEXEC_FLAG] = "1"
     sys.stdout.flush()
     sys.stderr.flush()

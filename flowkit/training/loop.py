@@ -146,8 +146,21 @@ def prepare_data(config: TrainConfig) -> tuple[Any, Any]:
 
 def build_model(config: TrainConfig) -> nn.Module:
     """``zoo.build("model", config.model, in_shape, num_classes=8, **model_kwargs)``."""
+    import inspect
+
     from flowkit import zoo
 
+    factory = zoo.get("model", config.model).factory
+    if "in_shape" not in inspect.signature(factory).parameters:
+        image_models = [
+            n
+            for n in zoo.names("model")
+            if "in_shape" in inspect.signature(zoo.get("model", n).factory).parameters
+        ]
+        raise ConfigError(
+            f"config: model {config.model!r} is not an image model (it takes no in_shape); "
+            f"the trainer trains images: {', '.join(image_models)}"
+        )
     return zoo.build(
         "model",
         config.model,
@@ -155,6 +168,16 @@ def build_model(config: TrainConfig) -> nn.Module:
         num_classes=NUM_CLASSES,
         **config.model_kwargs,
     )
+
+
+def _enable_memory_saving(model: nn.Module, name: str) -> None:
+    """Switch on memory-saving backprop, or name the model that cannot do it."""
+    if not hasattr(model, "memory_saving"):
+        raise ConfigError(
+            f"config: memory_saving needs a multi-scale model (bplf, glow, realnvp); "
+            f"{name!r} has no memory-saving option"
+        )
+    model.memory_saving = True  # type: ignore[assignment]
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -479,6 +502,8 @@ def _train(
 
     seed_everything(config.seed)
     model = build_model(config).to(device)
+    if config.memory_saving:
+        _enable_memory_saving(model, config.model)
     start_step, skipped, wall_offset = 0, 0, 0.0
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     train_state: dict[str, Any] = {}
