@@ -14,7 +14,7 @@ of thousands of faults, about 2-3x the step time at 64x64. Two remedies, one per
   alone and switch on PyTorch's transparent-huge-page allocation (``THP_MEM_ALLOC_ENABLE``:
   blocks >= 2 MiB page-aligned and marked ``MADV_HUGEPAGE``), so a re-faulted block costs one
   fault per 2 MiB instead of one per 4 KiB. This is a measured choice, not a derived one: on the
-  benchmark's memory-saving Glow (1x64x64, batch 64, this CPU) the peak was 487-497 MiB in
+  benchmark's memory-saving Glow (1x64x64, batch 64, this CPU) the peak was 487-502 MiB in
   every run, against 516-850 MiB with raised thresholds and 711-763 MiB with glibc's plain
   defaults, for ~1.2-1.3x the raised-threshold step time.
 
@@ -82,7 +82,7 @@ def env_active(env: Mapping[str, str], environ: Mapping[str, str] | None = None)
 def tune_malloc() -> bool:
     """Raise glibc's malloc thresholds in this process (``mallopt``), as :data:`MALLOC_ENV`
     would at start-up. Returns False where it is not glibc (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux"):
+    if not is_glibc():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
