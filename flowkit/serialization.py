@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from flowkit.errors import CheckpointError, ConfigError
+from flowkit.files import atomic_write_bytes
 
 FORMAT = "flowkit-model"
 FORMAT_VERSION = 1
@@ -61,20 +61,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None 
         "flowkit.config": json.dumps(config),
         "flowkit.metadata": extra,
     }
-    data = _st_save(tensors, metadata=header)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, _st_save(tensors, metadata=header))
     return path
 
 

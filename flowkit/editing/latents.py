@@ -8,23 +8,10 @@ hand-made stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (no data-dependent re-initialisation, cached inverses) and
-    restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+from flowkit.modes import eval_mode
 
 
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -1,0 +1,54 @@
+"""Atomic file writes: a reader never sees a half-written file under its final name.
+
+Every file flowkit writes (models, checkpoints, configs, logs, pictures, reports) goes through
+:func:`atomic_path`: the content is written to a temporary file in the same folder, flushed to
+disk, then renamed over the final name with :func:`os.replace` (atomic on POSIX and Windows).
+A process killed at any moment leaves either the old file or the new one, never a mix.
+
+    atomic_write_text("metrics.json", text)
+    with atomic_path("samples.png") as tmp:
+        image.save(tmp)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format from
+    the name still work); on success it is synced and renamed to ``path``, on error removed."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        # fsync before the rename: otherwise a crash can leave a renamed but empty file.
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
