@@ -37,7 +37,7 @@ Details that make it exact:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,6 +47,7 @@ from torch.autograd.function import once_differentiable
 from flowkit import precision
 from flowkit.layers.base import FlowTransform
 from flowkit.layers.data_init import DataInitialized
+from flowkit.layers.sequence import FlowSequence, cascade
 
 __all__ = ["MemorySavingSequence", "invertible_checkpoint", "needs_initialization"]
 
@@ -87,8 +88,8 @@ class _Restored:
 
     def __enter__(self) -> None:
         s = self.state
-        self._precision = precision.conditioner_dtype()
-        precision._state.dtype = s.conditioner_dtype
+        self._precision = precision.conditioner_dtype_set_to(s.conditioner_dtype)
+        self._precision.__enter__()
         self._autocast = torch.autocast("cpu", dtype=s.autocast_cpu_dtype, enabled=s.autocast_cpu)
         self._autocast.__enter__()
         self._rng = s.rng()
@@ -96,7 +97,7 @@ class _Restored:
     def __exit__(self, *exc: Any) -> None:
         self.state.set_rng(self._rng)
         self._autocast.__exit__(*exc)
-        precision._state.dtype = self._precision
+        self._precision.__exit__(*exc)
 
 
 class _InvertibleCheckpoint(torch.autograd.Function):
@@ -200,69 +201,22 @@ def invertible_checkpoint(
         bool(params) or x.requires_grad or (context is not None and context.requires_grad)
     )
     if not grad_needed or any(needs_initialization(b) for b in blocks):
-        return _plain_sequence(blocks, x, context)
+        return cascade(list(blocks), x, context)
     counts = [len(ps) for ps in params_per_block]
     return _InvertibleCheckpoint.apply(list(blocks), counts, _State(x.device), x, context, *params)
 
 
-def _plain_sequence(
-    blocks: Iterable[nn.Module], x: Tensor, context: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    logabsdet: Tensor | None = None
-    for block in blocks:
-        x, ld = block(x, context)
-        logabsdet = ld if logabsdet is None else logabsdet + ld
-    if logabsdet is None:
-        logabsdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return x, logabsdet
-
-
-class MemorySavingSequence(FlowTransform):
-    """A composition of invertible blocks ``f_n ∘ … ∘ f_1`` with optional memory-saving backprop.
-
-    Forward: ``y = f_n(…f_1(x))``. Inverse: ``x = f_1⁻¹(…f_n⁻¹(y))``.
-    Log-det: the sum of the blocks' log-dets.
-
-    With ``memory_saving=True`` (default) a training forward pass keeps only ``y``; the backward
-    pass reconstructs each block's input with its inverse and recomputes its graph (see the
-    module docstring), trading ~one extra forward and one inverse pass per step for activation
-    memory that no longer grows with the number of blocks. Every block must be invertible to
-    round-off in the working precision; the gradients then equal ordinary backprop's.
+class MemorySavingSequence(FlowSequence):
+    """A :class:`~flowkit.layers.sequence.FlowSequence` with memory-saving backprop on by
+    default: ``y = f_n(…f_1(x))``, inverse ``x = f_1⁻¹(…f_n⁻¹(y))``, log-det the sum of the
+    blocks' log-dets; a training forward pass keeps only ``y`` and the backward pass recomputes
+    each block from its exact inverse (see the module docstring).
 
     Reference: A. N. Gomez et al. The Reversible Residual Network: Backpropagation Without
     Storing Activations. NeurIPS 2017; D. P. Kingma, P. Dhariwal. Glow. NeurIPS 2018.
     """
 
     def __init__(self, blocks: Sequence[FlowTransform], memory_saving: bool = True):
-        blocks = list(blocks)
-        if not blocks:
+        if not list(blocks):
             raise ValueError("MemorySavingSequence needs at least one block")
-        super().__init__(blocks[0].in_shape)
-        self.blocks = nn.ModuleList(blocks)
-        self.memory_saving = bool(memory_saving)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return tuple(self.blocks[-1].out_shape)  # type: ignore[union-attr]
-
-    def __iter__(self) -> Iterator[nn.Module]:
-        return iter(self.blocks)
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.memory_saving:
-            return invertible_checkpoint(list(self.blocks), x, context)
-        return _plain_sequence(self.blocks, x, context)
-
-    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        logabsdet: Tensor | None = None
-        for block in reversed(self.blocks):
-            y, ld = block.inverse(y, context)
-            logabsdet = ld if logabsdet is None else logabsdet + ld
-        assert logabsdet is not None
-        return y, logabsdet
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, memory_saving={self.memory_saving}"
+        super().__init__(list(blocks), memory_saving=memory_saving)

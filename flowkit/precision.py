@@ -31,25 +31,35 @@ def conditioner_dtype() -> torch.dtype | None:
     return getattr(_state, "dtype", None)
 
 
+def _dtype_of(mode: str | None) -> torch.dtype | None:
+    if mode in (None, "fp32", "float32"):
+        return None
+    if mode in _REDUCED:
+        return _REDUCED[mode]
+    raise ConfigError(f"precision must be one of 'fp32', 'bf16', 'fp16', got {mode!r}")
+
+
 def set_conditioner_precision(mode: str | None) -> None:
     """Set the conditioner precision for this thread: ``None``/"fp32", "bf16" or "fp16"."""
-    if mode in (None, "fp32", "float32"):
-        _state.dtype = None
-    elif mode in _REDUCED:
-        _state.dtype = _REDUCED[mode]
-    else:
-        raise ConfigError(f"precision must be one of 'fp32', 'bf16', 'fp16', got {mode!r}")
+    _state.dtype = _dtype_of(mode)
 
 
 @contextlib.contextmanager
-def conditioner_precision(mode: str | None) -> Iterator[None]:
-    """Context manager form of :func:`set_conditioner_precision`, restoring the previous mode."""
+def conditioner_dtype_set_to(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the enclosed code with conditioners in ``dtype`` (a value :func:`conditioner_dtype`
+    returned earlier), restoring the previous setting afterwards. Memory-saving backprop uses it
+    to recompute a block under the precision its forward pass ran with."""
     previous = conditioner_dtype()
-    set_conditioner_precision(mode)
+    _state.dtype = dtype
     try:
         yield
     finally:
         _state.dtype = previous
+
+
+def conditioner_precision(mode: str | None) -> contextlib.AbstractContextManager[None]:
+    """Context manager form of :func:`set_conditioner_precision`, restoring the previous mode."""
+    return conditioner_dtype_set_to(_dtype_of(mode))
 
 
 def _parameter_dtype(net: nn.Module) -> torch.dtype | None:
@@ -66,12 +76,14 @@ def run_conditioner(net: nn.Module, x: Tensor, *args: Any) -> Tensor:
     float64 model) run as they are.
     """
     dtype = conditioner_dtype()
-    if x.dtype == torch.float64 and _parameter_dtype(net) == torch.float32:
-        # Mixed model (flowkit.performance "fast"): float64 invertible stream, float32
-        # conditioner. The output is cast back by the caller.
-        x = x.float()
+    weights = _parameter_dtype(net)
+    if weights is not None and x.is_floating_point() and x.dtype != weights:
+        # A conditioner kept in another dtype than the invertible stream around it (e.g. a
+        # float64 stream with float32 conditioners): it computes in its own dtype; the caller
+        # casts the output back to the stream's.
+        x = x.to(weights)
         args = tuple(
-            a.float() if isinstance(a, Tensor) and a.dtype == torch.float64 else a for a in args
+            a.to(weights) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args
         )
     if dtype is None or x.dtype != torch.float32:
         return net(x, *args)

@@ -25,6 +25,9 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+# The package object, read at call time: flowkit/__init__ imports this module while it runs.
+import flowkit
+from flowkit import zoo
 from flowkit.errors import CheckpointError, ConfigError
 from flowkit.files import atomic_write_bytes
 
@@ -39,8 +42,6 @@ def save(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None 
     ``metadata`` is an optional JSON-able dict stored alongside (e.g. training step, data);
     read it back with :func:`read_metadata`. Returns the path written.
     """
-    from flowkit import __version__
-
     path = Path(path)
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "model" not in config:
@@ -57,7 +58,7 @@ def save(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None 
         "format": "pt",
         "flowkit.format": FORMAT,
         "flowkit.format_version": str(FORMAT_VERSION),
-        "flowkit.version": __version__,
+        "flowkit.version": flowkit.__version__,
         "flowkit.config": json.dumps(config),
         "flowkit.metadata": extra,
     }
@@ -113,14 +114,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt flowkit metadata ({err})") from err
 
 
+def from_config(config: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild a model from its ``model.config`` (``config["model"]`` is its zoo name, the other
+    keys its constructor's arguments)."""
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"a model configuration needs a 'model' key, got {config!r}")
+    kwargs = {k: v for k, v in config.items() if k != "model"}
+    return zoo.build("model", config["model"], **kwargs)
+
+
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the model saved at ``path`` and load its weights (bit-exact, no unpickling).
 
     The model comes back in training mode like any freshly built module (its data-initialised
     blocks keep their saved state); call ``.eval()`` for inference.
     """
-    from flowkit.models.base import from_config
-
     path = Path(path)
     data, _ = _read(path)
     info = read_metadata(path)

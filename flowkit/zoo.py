@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from flowkit.errors import ConfigError
 
 KINDS = ("layer", "conditioner", "model")
+DATA_KINDS = ("image", "vector")
 
 # Modules whose import registers the built-in entries; loaded lazily so that importing
 # flowkit.zoo alone never creates an import cycle with the blocks that use it.
@@ -39,6 +40,9 @@ class Entry:
     factory: Callable[..., Any]
     example: Mapping[str, Any]
     variants: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    #: What a model takes as input, one of :data:`DATA_KINDS` (``None`` for layers and
+    #: conditioners, which take both where their math allows).
+    data: str | None = None
 
     @property
     def examples(self) -> list[dict[str, Any]]:
@@ -75,10 +79,15 @@ class Zoo:
         name: str,
         example: Mapping[str, Any],
         variants: Sequence[Mapping[str, Any]] = (),
+        data: str | None = None,
     ) -> Callable[[T], T]:
-        """Class or function decorator adding an entry; ``example`` must build a small instance."""
+        """Class or function decorator adding an entry; ``example`` must build a small instance.
+        ``data`` says what a model takes: ``"image"`` (built with ``in_shape=(C, H, W)``) or
+        ``"vector"``."""
         if kind not in KINDS:
             raise ConfigError(f"zoo kind must be one of {KINDS}, got {kind!r}")
+        if data is not None and data not in DATA_KINDS:
+            raise ConfigError(f"zoo data must be one of {DATA_KINDS} or None, got {data!r}")
 
         def decorator(factory: T) -> T:
             key = (kind, name)
@@ -86,13 +95,15 @@ class Zoo:
             if previous is not None and previous.factory is not factory:
                 qualname = getattr(previous.factory, "__qualname__", previous.factory)
                 raise ConfigError(f"zoo already has a {kind} named {name!r} ({qualname})")
-            self._entries[key] = Entry(kind, name, factory, dict(example), tuple(variants))
+            self._entries[key] = Entry(
+                kind, name, factory, dict(example), tuple(variants), data=data
+            )
             return factory
 
         return decorator
 
-    def names(self, kind: str) -> list[str]:
-        """Sorted names of the entries of one kind.
+    def names(self, kind: str, data: str | None = None) -> list[str]:
+        """Sorted names of the entries of one kind (only those taking ``data`` when given).
 
         Examples:
             >>> from flowkit import zoo
@@ -104,10 +115,22 @@ class Zoo:
         if kind not in KINDS:
             raise ConfigError(f"zoo kind must be one of {KINDS}, got {kind!r}")
         self._ensure_loaded()
-        return sorted(name for (k, name) in self._entries if k == kind)
+        return sorted(
+            name
+            for (k, name), entry in self._entries.items()
+            if k == kind and (data is None or entry.data == data)
+        )
 
     def entries(self, kind: str) -> list[Entry]:
         return [self.get(kind, name) for name in self.names(kind)]
+
+    def name_of(self, kind: str, factory: Callable[..., Any]) -> str | None:
+        """The name ``factory`` is registered under as a ``kind``, or ``None``."""
+        self._ensure_loaded()
+        for (k, name), entry in self._entries.items():
+            if k == kind and entry.factory is factory:
+                return name
+        return None
 
     def get(self, kind: str, name: str) -> Entry:
         self._ensure_loaded()
@@ -157,5 +180,6 @@ register = _ZOO.register
 names = _ZOO.names
 entries = _ZOO.entries
 get = _ZOO.get
+name_of = _ZOO.name_of
 build = _ZOO.build
 describe = _ZOO.describe

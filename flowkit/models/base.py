@@ -1,4 +1,4 @@
-"""What every flowkit model offers on top of the block contract (see notes/MODEL_API.md).
+"""What every flowkit model offers on top of the block contract (DESIGN §4).
 
 A model is itself a :class:`~flowkit.layers.base.FlowTransform` from data to *all* its latents
 flattened and concatenated, shape ``(B, D)``, so the generic contract checks apply to it. The
@@ -9,10 +9,11 @@ and the top latent has the model's prior (standard normal or class-conditional G
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,66 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit import zoo
+from flowkit.data.preprocess import bits_per_dim as _bits_per_dim
 from flowkit.errors import ConfigError
 from flowkit.layers.base import FlowTransform, Shape
 from flowkit.layers.data_init import initialize as _initialize
+from flowkit.layers.sequence import FlowSequence
 from flowkit.models.priors import (
     ClassConditionalGaussian,
     StandardNormal,
     as_labels,
     standard_normal_log_prob,
 )
-
-RecipeItem = str | tuple[str, dict[str, Any]] | Sequence[Any]
-
-
-def normalize_item(item: RecipeItem, what: str) -> list[Any]:
-    """``"actnorm"`` or ``("conv1x1", {"lu": True})`` -> ``[name, kwargs]`` (JSON-able)."""
-    if isinstance(item, str):
-        return [item, {}]
-    if (
-        isinstance(item, (list, tuple))
-        and len(item) == 2
-        and isinstance(item[0], str)
-        and isinstance(item[1], dict)
-    ):
-        return [item[0], dict(item[1])]
-    raise ConfigError(
-        f"{what}: each recipe item must be a zoo layer name or a (name, kwargs) pair, got {item!r}"
-    )
-
-
-def normalize_recipe(recipe: Sequence[RecipeItem] | None, what: str) -> list[list[Any]]:
-    """``["actnorm", ("conv1x1", {"lu": True})]`` -> ``[["actnorm", {}], ["conv1x1", {...}]]``.
-
-    The normalised form is JSON-able (it goes into ``model.config`` and checkpoints)."""
-    if recipe is None:
-        return []
-    if isinstance(recipe, str):
-        raise ConfigError(f"{what}: a recipe is a list of items, got the string {recipe!r}")
-    return [normalize_item(item, what) for item in recipe]
-
-
-def build_layer(
-    name: str,
-    kwargs: dict[str, Any],
-    in_shape: Shape,
-    hidden: int | None = None,
-    context_features: int | None = None,
-) -> FlowTransform:
-    """Build zoo layer ``name`` at ``in_shape``; ``hidden`` and ``context_features`` are filled in
-    for layers that accept them unless the recipe item sets them itself."""
-    entry = zoo.get("layer", name)
-    try:
-        params = inspect.signature(entry.factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = dict(kwargs)
-    if hidden is not None and "hidden" in params and "hidden" not in kw:
-        kw["hidden"] = hidden
-    if context_features and "context_features" in params and "context_features" not in kw:
-        kw["context_features"] = context_features
-    return entry.build(in_shape=tuple(in_shape), **kw)
+from flowkit.serialization import save as _save
 
 
 def jsonable(value: Any) -> Any:
@@ -97,9 +50,16 @@ class FlowModel(FlowTransform):
     """Base of flowkit's models: priors, likelihoods, encode/decode, sampling, save/load.
 
     Subclasses build their blocks, set ``self.latent_shapes`` (level 0 first, top last), call
-    :meth:`_setup_prior`, record their configuration with :meth:`_record_config`, and implement
-    ``_forward`` / ``_inverse`` between data and the flattened latents.
+    :meth:`_setup_prior` and implement ``_forward`` / ``_inverse`` between data and the
+    flattened latents. The configuration records itself: the arguments given to the constructor
+    of the model's own class (defaults filled in) under the class's zoo name, so ``save`` /
+    ``flowkit.load`` rebuild the model without the subclass repeating its arguments.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     #: Temperature used by :meth:`sample` when none is given.
     default_temperature: float = 0.7
@@ -118,7 +78,8 @@ class FlowModel(FlowTransform):
         self.num_classes = num_classes
         self.class_context = bool(class_context)
         self.latent_shapes: list[Shape] = []
-        self._config: dict[str, Any] = {}
+        self._arguments: dict[str, Any] = {}
+        self._memory_saving = False
         # Gives sample() a device and dtype even for a model without parameters.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
@@ -137,16 +98,31 @@ class FlowModel(FlowTransform):
             else StandardNormal(top)
         )
 
-    def _record_config(self, name: str, **kwargs: Any) -> None:
-        config = {"model": name, **kwargs}
-        self._config = jsonable(config)
-        json.dumps(self._config)
-
     @property
     def config(self) -> dict[str, Any]:
         """JSON-able configuration; ``flowkit.models.from_config(config)`` rebuilds the model
         (``config["model"]`` is its zoo name, the other keys its constructor's arguments)."""
-        return json.loads(json.dumps(self._config))
+        name = zoo.name_of("model", type(self))
+        if name is None:
+            raise ConfigError(
+                f"{type(self).__name__} is not registered in the zoo, so it cannot be rebuilt "
+                "from a file; register it with @flowkit.zoo.register('model', NAME, example=...)"
+            )
+        return json.loads(json.dumps(jsonable({"model": name, **self._arguments})))
+
+    @property
+    def memory_saving(self) -> bool:
+        """Memory-saving backprop (:mod:`flowkit.memory`) for every block sequence of the
+        model: each keeps only its output and recomputes its blocks from their exact inverse in
+        the backward pass. A runtime option, not part of the configuration."""
+        return self._memory_saving
+
+    @memory_saving.setter
+    def memory_saving(self, enabled: bool) -> None:
+        self._memory_saving = bool(enabled)
+        for module in self.modules():
+            if isinstance(module, FlowSequence):
+                module.memory_saving = self._memory_saving
 
     # ----- latents ----------------------------------------------------------------------------
 
@@ -261,9 +237,7 @@ class FlowModel(FlowTransform):
         ``bpd = -(log p(x) - D * n_bits * log 2) / (D * log 2) = -log p(x) / (D log 2) + n_bits``
         (an upper bound on the discrete model's bits/dim, by Jensen).
         """
-        dims = self.num_dims
-        log_p = self.log_prob(x, y)
-        return -(log_p - dims * n_bits * math.log(2.0)) / (dims * math.log(2.0))
+        return _bits_per_dim(self.log_prob(x, y), self.num_dims, n_bits)
 
     # ----- encode / decode / sample -------------------------------------------------------------
 
@@ -334,9 +308,7 @@ class FlowModel(FlowTransform):
 
     def save(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         """Write configuration + weights atomically (see :func:`flowkit.serialization.save`)."""
-        from flowkit.serialization import save
-
-        save(self, path, metadata=metadata)
+        _save(self, path, metadata=metadata)
 
     def extra_repr(self) -> str:
         return (
@@ -345,9 +317,27 @@ class FlowModel(FlowTransform):
         )
 
 
-def from_config(config: dict[str, Any]) -> FlowModel:
-    """Rebuild a model from its :attr:`FlowModel.config` (``config["model"]`` is its zoo name)."""
-    if not isinstance(config, dict) or "model" not in config:
-        raise ConfigError(f"a model configuration needs a 'model' key, got {config!r}")
-    kwargs = {k: v for k, v in config.items() if k != "model"}
-    return zoo.build("model", config["model"], **kwargs)
+def _recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a model class's ``__init__`` so that, when it is the constructor of the object's
+    own class (not a ``super().__init__`` call from a subclass), the arguments it was called
+    with are recorded, defaults filled in, as the model's configuration."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def init_and_record(self: FlowModel, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is init_and_record:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    arguments.update(value)
+                elif kind is inspect.Parameter.VAR_POSITIONAL:
+                    raise ConfigError(f"{type(self).__name__}: *{name} cannot be recorded")
+                else:
+                    arguments[name] = value
+            self._arguments = arguments
+
+    return init_and_record

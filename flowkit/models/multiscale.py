@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
+from nflows.transforms import Transform
 from torch import Tensor, nn
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import Shape
-from flowkit.memory import invertible_checkpoint
-from flowkit.models.base import FlowModel, RecipeItem, build_layer, normalize_item, normalize_recipe
+from flowkit.layers.recipe import RecipeItem, build_layer, build_recipe
+from flowkit.layers.sequence import FlowSequence
+from flowkit.models.base import FlowModel
 
 DEFAULT_STEP: list[RecipeItem] = [
     "actnorm",
@@ -25,29 +26,10 @@ DEFAULT_STEP: list[RecipeItem] = [
 ]
 
 
-def _apply(layer: nn.Module, h: Tensor, context: Tensor | None, inverse: bool = False):
-    fn = layer.inverse if inverse else layer
-    return fn(h) if context is None else fn(h, context)
-
-
-class _Level(nn.Module):
-    """squeeze -> K steps -> (split). Holds modules only; the flow logic is in MultiScaleFlow."""
-
-    def __init__(
-        self, squeeze: nn.Module | None, steps: list[nn.ModuleList], split: nn.Module | None
-    ):
-        super().__init__()
-        self.squeeze = squeeze
-        self.steps = nn.ModuleList(steps)
-        self.split = split
-
-    def blocks(self) -> list[nn.Module]:
-        return [block for step in self.steps for block in step]
-
-
 @zoo.register(
     "model",
     "multiscale",
+    data="image",
     example=dict(in_shape=(1, 4, 4), levels=2, steps=1, hidden=8),
     variants=[
         dict(
@@ -85,11 +67,6 @@ class MultiScaleFlow(FlowModel):
     Convolutions. NeurIPS 2018.
     """
 
-    #: Memory-saving backprop (flowkit.memory): each level's steps keep only their output and
-    #: are recomputed from their exact inverse in the backward pass. A runtime option (set it,
-    #: or use flowkit.performance.prepare(model, "fast-memory")), not part of the config.
-    memory_saving: bool = False
-
     def __init__(
         self,
         in_shape: Sequence[int] = (1, 48, 48),
@@ -112,27 +89,21 @@ class MultiScaleFlow(FlowModel):
             raise ConfigError(f"{name}: levels must be a positive int, got {levels!r}")
         if not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"{name}: steps must be a non-negative int, got {steps!r}")
-        step_recipe = normalize_recipe(DEFAULT_STEP if step is None else step, f"{name} step")
-        input_recipe = normalize_recipe(input_layers, f"{name} input_layers")
-        split_recipe = [normalize_item(split, f"{name} split")] if split is not None else []
-        squeeze_recipe = [normalize_item(squeeze, f"{name} squeeze")]
         self.levels_count = levels
         self.steps_per_level = steps
-        ctx = self.context_features
+        step = DEFAULT_STEP if step is None else step
+        context = self.context_features
 
-        def build(item: list[Any], shape: Shape) -> nn.Module:
-            return build_layer(item[0], item[1], shape, hidden=hidden, context_features=ctx)
+        def build(recipe: Sequence[RecipeItem] | None, shape: Shape, what: str) -> list[Transform]:
+            return build_recipe(recipe, shape, hidden, context, what=f"{name} {what}")
 
-        shape: Shape = self.in_shape
-        self.input_layers = nn.ModuleList()
-        for item in input_recipe:
-            layer = build(item, shape)
-            self.input_layers.append(layer)
-            shape = tuple(layer.out_shape)
-
-        level_modules = []
+        inputs = build(input_layers, self.in_shape, "input_layers")
+        self.input_layers = FlowSequence(inputs, self.in_shape)
+        shape: Shape = self.input_layers.out_shape
+        level_sequences = []
         factored: list[Shape] = []
         for level in range(levels):
+            level_in = shape
             squeeze_layer = None
             if level > 0 or squeeze_first:
                 if len(shape) != 3 or shape[1] % 2 or shape[2] % 2:
@@ -140,27 +111,32 @@ class MultiScaleFlow(FlowModel):
                         f"{name}: level {level} input of shape {shape} cannot be squeezed 2x2; "
                         f"H and W must be divisible by 2**levels (in_shape {self.in_shape})"
                     )
-                squeeze_layer = build(squeeze_recipe[0], shape)
+                squeeze_layer = build_layer(squeeze, shape, what=f"{name} squeeze")
                 shape = tuple(squeeze_layer.out_shape)
-            step_modules = []
+            steps_in = shape
+            step_sequences = []
             for _ in range(steps):
-                blocks = nn.ModuleList()
-                for item in step_recipe:
-                    block = build(item, shape)
-                    blocks.append(block)
-                    shape = tuple(block.out_shape)
-                step_modules.append(blocks)
+                step_sequences.append(FlowSequence(build(step, shape, "step"), shape))
+                shape = step_sequences[-1].out_shape
             split_layer = None
-            if level < levels - 1 and split_recipe:
-                split_layer = build(split_recipe[0], shape)
+            if level < levels - 1 and split is not None:
+                split_layer = build_layer(split, shape, hidden, context, what=f"{name} split")
                 if tuple(split_layer.out_shape) != shape:
                     raise ConfigError(f"{name}: the split layer must keep its input shape")
-                # The split keeps the first ceil(C/2) channels (Coupling's x_a).
-                keep = shape[0] - shape[0] // 2
-                factored.append((shape[0] - keep, *shape[1:]))
-                shape = (keep, *shape[1:])
-            level_modules.append(_Level(squeeze_layer, step_modules, split_layer))
-        self.levels = nn.ModuleList(level_modules)
+                factored.append(tuple(split_layer.factored_shape))
+                shape = tuple(split_layer.kept_shape)
+            # Named children squeeze / steps.K.J / split: the state-dict keys of every saved model.
+            level_sequences.append(
+                FlowSequence(
+                    {
+                        "squeeze": squeeze_layer,
+                        "steps": FlowSequence(step_sequences, steps_in) if steps else None,
+                        "split": split_layer,
+                    },
+                    level_in,
+                )
+            )
+        self.levels = nn.ModuleList(level_sequences)
         self.latent_shapes = [*factored, shape]
         if self.num_latent_dims != self.num_dims:
             raise ConfigError(
@@ -168,72 +144,33 @@ class MultiScaleFlow(FlowModel):
                 f"{self.num_latent_dims}); a flow must keep it"
             )
         self._setup_prior()
-        self._record_config(
-            "multiscale",
-            in_shape=self.in_shape,
-            levels=levels,
-            steps=steps,
-            step=step_recipe,
-            hidden=hidden,
-            num_classes=num_classes,
-            input_layers=input_recipe,
-            split=split_recipe[0] if split_recipe else None,
-            squeeze=squeeze_recipe[0],
-            class_context=self.class_context,
-            squeeze_first=squeeze_first,
-        )
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        batch = x.shape[0]
-        total = self.zero_logabsdet(x)
-        h = x
-        for layer in self.input_layers:
-            h, ld = _apply(layer, h, context)
-            total = total + ld
+        h, total = self.input_layers(x, context)
         latents = []
         for level in self.levels:
-            if level.squeeze is not None:
-                h, ld = _apply(level.squeeze, h, context)
-                total = total + ld
-            if self.memory_saving:
-                # The split is invertible too: its prior network is recomputed, not stored.
-                segment = level.blocks() + ([level.split] if level.split is not None else [])
-                h, ld = invertible_checkpoint(segment, h, context)
-                total = total + ld
-            else:
-                for block in level.blocks():
-                    h, ld = _apply(block, h, context)
-                    total = total + ld
-                if level.split is not None:
-                    h, ld = _apply(level.split, h, context)
-                    total = total + ld
-            if level.split is not None:
-                keep = h.shape[1] - h.shape[1] // 2
-                latents.append(h[:, keep:].reshape(batch, -1))
-                h = h[:, :keep]
-        latents.append(h.reshape(batch, -1))
+            h, logabsdet = level(h, context)
+            total = total + logabsdet
+            split = getattr(level, "split", None)
+            if split is not None:
+                h, eps = split.split(h)
+                latents.append(eps.reshape(x.shape[0], -1))
+        latents.append(h.reshape(x.shape[0], -1))
         return torch.cat(latents, dim=1), total
 
     def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         latents = self.unflatten_latents(z)
-        total = self.zero_logabsdet(z)
         h = latents[-1]
         factored = iter(reversed(latents[:-1]))
+        total = self.zero_logabsdet(z)
         for level in reversed(self.levels):
-            if level.split is not None:
-                h = torch.cat([h, next(factored)], dim=1)
-                h, ld = _apply(level.split, h, context, inverse=True)
-                total = total + ld
-            for block in reversed(level.blocks()):
-                h, ld = _apply(block, h, context, inverse=True)
-                total = total + ld
-            if level.squeeze is not None:
-                h, ld = _apply(level.squeeze, h, context, inverse=True)
-                total = total + ld
-        for layer in reversed(self.input_layers):
-            h, ld = _apply(layer, h, context, inverse=True)
-            total = total + ld
-        return h, total
+            split = getattr(level, "split", None)
+            if split is not None:
+                h = split.merge(h, next(factored))
+            h, logabsdet = level.inverse(h, context)
+            total = total + logabsdet
+        x, logabsdet = self.input_layers.inverse(h, context)
+        return x, total + logabsdet
 
     def extra_repr(self) -> str:
         return (

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowkit import zoo
-from flowkit.models.base import RecipeItem
+from flowkit.layers.recipe import RecipeItem
 from flowkit.models.multiscale import MultiScaleFlow
 
 # Tiny examples: the zoo tests compute full float64 Jacobians of whole models.
@@ -50,6 +50,7 @@ def bplf_step(
 @zoo.register(
     "model",
     "glow",
+    data="image",
     example=TINY,
     variants=[
         dict(num_classes=3),
@@ -89,23 +90,12 @@ class Glow(MultiScaleFlow):
             split=("split", {"conditioner": split_conditioner or conditioner}),
             class_context=class_context,
         )
-        self._record_config(
-            "glow",
-            in_shape=self.in_shape,
-            levels=levels,
-            steps=steps,
-            hidden=hidden,
-            conditioner=conditioner,
-            num_classes=num_classes,
-            class_context=class_context,
-            lu=lu,
-            split_conditioner=split_conditioner,
-        )
 
 
 @zoo.register(
     "model",
     "realnvp",
+    data="image",
     example=TINY,
     variants=[dict(num_classes=2, conditioner="glow")],
 )
@@ -141,21 +131,12 @@ class RealNVP(MultiScaleFlow):
             split=("split", {"conditioner": conditioner}),
             class_context=class_context,
         )
-        self._record_config(
-            "realnvp",
-            in_shape=self.in_shape,
-            levels=levels,
-            steps=steps,
-            hidden=hidden,
-            conditioner=conditioner,
-            num_classes=num_classes,
-            class_context=class_context,
-        )
 
 
 @zoo.register(
     "model",
     "bplf",
+    data="image",
     example=TINY,
     variants=[
         dict(num_classes=3),
@@ -235,21 +216,4 @@ class BPLF(MultiScaleFlow):
             # PCA on 2x2 patches already is level 0's squeeze (followed by an orthogonal map),
             # so the latent layout is the same with and without PCA (a clean ablation).
             squeeze_first=not (pca and pca_patch_size == 2),
-        )
-        self._record_config(
-            "bplf",
-            in_shape=self.in_shape,
-            levels=levels,
-            steps=steps,
-            hidden=hidden,
-            conditioner=conditioner,
-            num_classes=num_classes,
-            pca=pca,
-            linear=linear,
-            pca_whiten=pca_whiten,
-            pca_patch_size=pca_patch_size,
-            pca_learnable=pca_learnable,
-            pca_components=pca_components,
-            class_context=class_context,
-            split_conditioner=split_conditioner,
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.models.base import FlowModel, RecipeItem, build_layer, normalize_recipe
+from flowkit.layers.recipe import RecipeItem, build_recipe
+from flowkit.layers.sequence import FlowSequence
+from flowkit.models.base import FlowModel
 
 DEFAULT_VECTOR_STEP: list[RecipeItem] = [
     "actnorm",
@@ -20,6 +22,7 @@ DEFAULT_VECTOR_STEP: list[RecipeItem] = [
 @zoo.register(
     "model",
     "realnvp_vector",
+    data="vector",
     example=dict(features=2, steps=2, hidden=8),
     variants=[dict(features=3, num_classes=2), dict(features=4, steps=1)],
 )
@@ -56,43 +59,25 @@ class VectorFlow(FlowModel):
         if not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"VectorFlow: steps must be a non-negative int, got {steps!r}")
         super().__init__((features,), num_classes=num_classes, class_context=class_context)
-        recipe = normalize_recipe(DEFAULT_VECTOR_STEP if step is None else step, "VectorFlow")
-        shape = self.in_shape
-        self.blocks = nn.ModuleList()
+        recipe = DEFAULT_VECTOR_STEP if step is None else step
+        blocks = []
         for _ in range(steps):
-            for name, kwargs in recipe:
-                block = build_layer(
-                    name, kwargs, shape, hidden=hidden, context_features=self.context_features
-                )
-                if tuple(block.out_shape) != shape:
-                    raise ConfigError(f"VectorFlow: layer {name!r} changes the shape {shape}")
-                self.blocks.append(block)
-        self.latent_shapes = [shape]
+            blocks += build_recipe(
+                recipe, self.in_shape, hidden, self.context_features, what="VectorFlow step"
+            )
+        # Children 0, 1, ...: the state-dict keys blocks.N of every saved VectorFlow.
+        self.blocks = FlowSequence(blocks, self.in_shape)
+        if self.blocks.out_shape != self.in_shape:
+            raise ConfigError(f"VectorFlow: the step recipe changes the shape {self.in_shape}")
+        self.latent_shapes = [self.in_shape]
         self._setup_prior()
-        self._record_config(
-            "realnvp_vector",
-            features=features,
-            steps=steps,
-            hidden=hidden,
-            num_classes=num_classes,
-            class_context=self.class_context,
-            step=recipe,
-        )
 
     def sample(self, n: int, y=None, temperature: float | None = 1.0, generator=None) -> Tensor:
         """``n`` samples ``(n, D)`` at ``temperature`` (1.0: the model's own density)."""
         return super().sample(n, y, temperature, generator)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        total = self.zero_logabsdet(x)
-        for block in self.blocks:
-            x, ld = block(x) if context is None else block(x, context)
-            total = total + ld
-        return x, total
+        return self.blocks(x, context)
 
     def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        total = self.zero_logabsdet(z)
-        for block in reversed(self.blocks):
-            z, ld = block.inverse(z) if context is None else block.inverse(z, context)
-            total = total + ld
-        return z, total
+        return self.blocks.inverse(z, context)
