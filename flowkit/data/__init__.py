@@ -8,6 +8,11 @@ Typical use::
     train, test = ck.split(test_fraction=0.2, seed=0)     # subject-disjoint
     loader = data.make_dataloader(train, batch_size=64, n_bits=5)
     synth = data.synthetic_emotion_set(200, size=48)      # 200 people x 8 expressions
+    train, test = data.train_test_sets("synthetic", image_size=32, channels=1,
+                                       test_fraction=0.1, seed=0, synthetic_size=400)
+
+A new file format is one new module in :mod:`flowkit.data.readers` that registers a
+:class:`~flowkit.data.readers.registry.Reader`; :func:`load` and :func:`detect_format` find it.
 """
 
 from flowkit.data.emotion_set import SPLITS, EmotionSet, merge_sets, normalize_split
@@ -18,11 +23,14 @@ from flowkit.data.labels import (
     EMOTIONS,
     FER2013_ORDER,
     NUM_EMOTIONS,
+    LabelLike,
+    as_labels,
     label_index,
     label_indices,
     normalize_label,
 )
-from flowkit.data.loader import detect_format, load
+from flowkit.data.loader import detect_format, formats, load
+from flowkit.data.prepare import DataSource, train_test_sets
 from flowkit.data.preprocess import (
     bits_per_dim,
     dequantization_log_jacobian,
@@ -58,17 +66,21 @@ __all__ = [
     "NUM_EMOTIONS",
     "SPLITS",
     "DataError",
+    "DataSource",
     "EmotionDataset",
     "EmotionSet",
     "Identities",
     "SkippedFilesWarning",
+    "LabelLike",
     "SyntheticFaces",
     "UnknownLabelError",
+    "as_labels",
     "benchmark_synthetic",
     "bits_per_dim",
     "convert_array",
     "dequantization_log_jacobian",
     "detect_format",
+    "formats",
     "label_index",
     "label_indices",
     "load",
@@ -86,4 +98,5 @@ __all__ = [
     "read_npz",
     "reduce_bits",
     "synthetic_emotion_set",
+    "train_test_sets",
 ]

@@ -102,7 +102,9 @@ class EmotionSet:
             self.meta[key] = value
 
     @staticmethod
-    def _column(values: object, name: str, n: int) -> np.ndarray | None:
+    def _column(
+        values: str | Sequence[str] | np.ndarray | None, name: str, n: int
+    ) -> np.ndarray | None:
         if values is None:
             return None
         if isinstance(values, str):

@@ -10,11 +10,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from flowkit.data.errors import DataError
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".webp"}
@@ -171,12 +175,10 @@ def stack_images(arrays: Sequence[np.ndarray], names: Sequence[str], what: str) 
     return np.stack(arrays).astype(np.uint8, copy=False)
 
 
-def progress(iterable: Iterable, total: int, desc: str, enabled: bool | None):
+def progress(iterable: Iterable[T], total: int, desc: str, enabled: bool | None) -> Iterable[T]:
     """Wrap ``iterable`` in tqdm when asked, or (``None``) when many files on a terminal."""
     if enabled is None:
         enabled = total >= 2000 and sys.stderr.isatty()
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, unit="img")

@@ -5,7 +5,8 @@ Canonical order (index = integer label everywhere in flowkit)::
     0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral, 7 contempt
 
 Indices 0..6 are FER2013's own order, so FER2013 integer labels are used unchanged; CK+'s
-``contempt`` becomes 7.
+``contempt`` becomes 7. :func:`as_labels` is the one normaliser of "some labels" (an int, a
+name, a sequence, an array or a tensor) into the int64 tensor models and editing consume.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from flowkit.data.errors import UnknownLabelError
+from flowkit.errors import ConfigError, ShapeError
 
 EMOTIONS: tuple[str, ...] = (
     "angry",
@@ -100,6 +103,10 @@ def is_label(name: str) -> bool:
     return _key(str(name)) in ALIASES
 
 
+LabelLike = int | str | Sequence[int | str] | np.ndarray | torch.Tensor
+"""One label or a label per row: ints (indices into :data:`EMOTIONS`) or emotion names."""
+
+
 def label_index(name: str | int) -> int:
     """Index in :data:`EMOTIONS` of an emotion name/alias, or a validated canonical index."""
     if isinstance(name, (int, np.integer)):
@@ -124,3 +131,53 @@ def mapping_from_names(label_names: Sequence[str]) -> np.ndarray:
     becomes ``table[i]``.
     """
     return label_indices([str(n) for n in label_names])
+
+
+def as_labels(
+    labels: LabelLike,
+    n: int,
+    *,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``labels`` as an int64 ``(n,)`` tensor (on ``device`` when given).
+
+    One label (an int, an emotion name, a 0-d or one-element array/tensor/sequence) is repeated
+    ``n`` times; otherwise there must be exactly ``n``. Names go through :func:`label_index`;
+    integers are kept as they are (checked against ``num_classes`` when given).
+
+    Raises:
+        ConfigError: float or bool labels, or labels outside ``0..num_classes - 1``.
+        ShapeError: neither one nor ``n`` labels.
+        UnknownLabelError: a name outside the vocabulary.
+    """
+    if isinstance(labels, str):
+        out = torch.tensor([label_index(labels)], dtype=torch.int64)
+    elif isinstance(labels, int | np.integer):
+        out = torch.tensor([int(labels)], dtype=torch.int64)
+    elif isinstance(labels, torch.Tensor):
+        out = labels
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype.kind in "USO":  # names, or ints and names mixed
+            arr = np.asarray([_one_label(v) for v in arr.reshape(-1)], dtype=np.int64)
+        out = torch.as_tensor(arr)
+    if out.dtype.is_floating_point or out.dtype.is_complex or out.dtype == torch.bool:
+        raise ConfigError(f"class labels must be integers, got dtype {out.dtype}")
+    shape = tuple(out.shape)
+    out = out.reshape(-1).to(torch.int64)
+    if out.numel() == 1 and n != 1:
+        out = out.expand(n).clone()
+    if out.shape != (n,):
+        raise ShapeError("labels", f"({n},) or one label", shape)
+    if num_classes is not None and out.numel() and (out.min() < 0 or out.max() >= num_classes):
+        raise ConfigError(
+            f"class labels must lie in 0..{num_classes - 1}, got {int(out.min())}..{int(out.max())}"
+        )
+    return out if device is None else out.to(device)
+
+
+def _one_label(value: str | int | np.generic) -> int:
+    # numpy turns a list mixing ints and names into strings: "3" is the index 3, "happy" a name.
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else label_index(text)

@@ -1,4 +1,8 @@
-"""`load(path)`: recognise a data source's format and read it into an :class:`EmotionSet`."""
+"""`load(path)`: recognise a data source's format and read it into an :class:`EmotionSet`.
+
+Formats are not listed here: :mod:`flowkit.data.readers.registry` holds them, each reader
+module registering its own, and detection asks them in priority order.
+"""
 
 from __future__ import annotations
 
@@ -8,48 +12,54 @@ from pathlib import Path
 from flowkit.data.emotion_set import EmotionSet, merge_sets
 from flowkit.data.errors import DataError
 from flowkit.data.images import Size
-from flowkit.data.labels import EMOTIONS
-from flowkit.data.readers.fer_csv import read_fer_csv
-from flowkit.data.readers.image_folder import (
-    is_class_folder_tree,
-    is_kaggle_layout,
-    read_class_folders,
-    read_kaggle_folders,
-)
-from flowkit.data.readers.npz import read_npz
-
-FORMATS: tuple[str, ...] = ("auto", "csv", "npz", "kaggle", "folders")
+from flowkit.data.readers import Reader, ReadOptions, get_reader, reader_names, registered
 
 
-def detect_format(path: str | Path) -> str:
-    """Name the format of ``path``: ``csv``, ``npz``, ``kaggle`` or ``folders``.
+def formats() -> tuple[str, ...]:
+    """Accepted ``format=`` values of :func:`load`: ``"auto"`` and every registered reader."""
+    return ("auto", *reader_names())
 
-    A ``.csv`` file is FER2013's CSV, a ``.npz`` file an emotion archive; a folder with
-    ``train/``/``test/`` subfolders is the Kaggle layout, a folder whose subfolders are emotion
-    names is a class-folder tree (CK+-style file names add subjects).
+
+def _alternatives(items: Sequence[str]) -> str:
+    """``a, b or c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _expected(kind: str) -> list[str]:
+    return [f"{r.expects} ({r.name})" for r in registered() if r.kind == kind]
+
+
+def find_reader(path: str | Path) -> Reader:
+    """The first registered reader (by priority) that recognises ``path``.
+
+    Raises:
+        DataError: ``path`` does not exist, or no reader recognises it; the message lists what
+            the registered readers expect.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    for reader in registered():
+        if reader.detect(path):
+            return reader
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            return "csv"
-        if suffix == ".npz":
-            return "npz"
         raise DataError(
-            f"{path}: unsupported file type {suffix!r}; expected a FER2013 .csv, an .npz archive "
-            "or a folder of images"
+            f"{path}: unsupported file type {path.suffix.lower()!r}; expected "
+            + _alternatives([*_expected("file"), "a folder of images"])
         )
-    if is_kaggle_layout(path):
-        return "kaggle"
-    if is_class_folder_tree(path):
-        return "folders"
     raise DataError(
-        f"{path}: not a recognised image folder; expected class subfolders named from "
-        f"{', '.join(EMOTIONS)} (e.g. {path.name}/happy/*.png) or the Kaggle layout "
-        "train/<emotion>/*.jpg, test/<emotion>/*.jpg"
+        f"{path}: not a recognised image folder; expected " + _alternatives(_expected("folder"))
     )
+
+
+def detect_format(path: str | Path) -> str:
+    """Name the format of ``path``: the name of the first registered reader recognising it.
+
+    Built in: ``csv`` (FER2013's CSV), ``npz`` (an emotion archive), ``kaggle`` (a folder with
+    ``train/``/``test/`` subfolders) and ``folders`` (subfolders named after emotions; CK+-style
+    file names add subjects).
+    """
+    return find_reader(path).name
 
 
 def load(
@@ -65,12 +75,12 @@ def load(
 
     Args:
         path: a FER2013 ``.csv``, an ``.npz`` archive, a Kaggle-layout folder, a class-folder
-            tree, or a list of these (merged with :func:`merge_sets`; give ``size`` so they
-            agree).
+            tree (or any registered format), or a list of these (merged with
+            :func:`merge_sets`; give ``size`` so they agree).
         size: ``None`` keeps the native size; an int (square) or ``(H, W)`` resizes.
         channels: 1 (grey, default) or 3 (RGB).
         source: source name recorded per row (default: file/folder stem).
-        format: one of :data:`FORMATS`; ``"auto"`` uses :func:`detect_format`.
+        format: one of :func:`formats`; ``"auto"`` uses :func:`detect_format`.
         subject_pattern: for folders, see :func:`read_class_folders`.
         show_progress: tqdm bar while decoding many image files (``None``: only on a terminal).
 
@@ -84,15 +94,9 @@ def load(
         sets = [load(p, size, channels, None, format, subject_pattern, show_progress) for p in path]
         return merge_sets(sets)
     path = Path(path)
-    if format not in FORMATS:
-        raise DataError(f"format must be one of {FORMATS}, got {format!r}")
-    kind = detect_format(path) if format == "auto" else format
-    if kind == "csv":
-        return read_fer_csv(path, size, channels, source, show_progress)
-    if kind == "npz":
-        return read_npz(path, size, channels, source)
-    if kind == "kaggle":
-        return read_kaggle_folders(path, size, channels, source, subject_pattern, show_progress)
-    return read_class_folders(
-        path, size, channels, source, subject_pattern, show_progress=show_progress
-    )
+    chosen = get_reader(format)
+    if format != "auto" and chosen is None:
+        raise DataError(f"format must be one of {formats()}, got {format!r}")
+    reader = find_reader(path) if chosen is None else chosen
+    options = ReadOptions(size, channels, source, subject_pattern, show_progress)
+    return reader.read(path, options)

@@ -67,8 +67,12 @@ def preprocess(
     dequantize: bool = True,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """uint8 images -> float tensor in ``[-0.5, 0.5)``: ``x = (k + u) / 2**n - 0.5``.
+
+    The one conversion from stored faces (uint8 NumPy arrays or tensors) to model input: every
+    consumer (trainer, evaluation, editing, CLI) calls it; ``device`` moves the result there.
 
     ``k = floor(u8 / 2**(8 - n_bits))``; ``u ~ U[0, 1)`` drawn from ``generator`` when
     ``dequantize`` (training), else ``u = 0.5`` (deterministic, for evaluation and encoding).
@@ -94,7 +98,8 @@ def preprocess(
     else:
         u = torch.full_like(k, 0.5)
     # Divide with an exact power of two, so float rounding can never push k + u across a bin.
-    return (k + u) / float(2**n_bits) - 0.5
+    x = (k + u) / float(2**n_bits) - 0.5
+    return x if device is None else x.to(device)
 
 
 def postprocess(x: Array, n_bits: int = 8, full_range: bool = False) -> torch.Tensor:

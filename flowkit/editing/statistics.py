@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,35 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowkit.data.labels import LabelLike, as_labels
 from flowkit.editing.latents import encode
 
-LabelLike = int | str | Sequence[int | str] | Tensor
-
-
-def as_labels(labels: LabelLike, n: int) -> Tensor:
-    """``labels`` as an int64 ``(n,)`` tensor: one int / emotion name broadcast to ``n`` rows, or
-    a sequence / tensor of ints or names (names via :func:`flowkit.data.labels.label_index`)."""
-    if isinstance(labels, np.ndarray):
-        labels = torch.as_tensor(labels)
-    if isinstance(labels, Tensor):
-        out = labels.reshape(-1).to(torch.int64)
-    elif isinstance(labels, (int, str, np.integer)):
-        out = torch.full((n,), _one_label(labels), dtype=torch.int64)
-    else:
-        out = torch.tensor([_one_label(v) for v in labels], dtype=torch.int64)
-    if out.numel() == 1 and n != 1:
-        out = out.expand(n).clone()
-    if out.shape != (n,):
-        raise ValueError(f"expected one label or {n} labels, got {tuple(out.shape)}")
-    return out
-
-
-def _one_label(value: int | str) -> int:
-    if isinstance(value, str):
-        from flowkit.data.labels import label_index
-
-        return label_index(value)
-    return int(value)
+__all__ = ["LabelLike", "LatentStatistics", "as_labels"]
 
 
 @dataclass

@@ -51,13 +51,6 @@ class ActNorm(DataInitialized):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
 
-    def _view(self, p: Tensor) -> Tensor:
-        return p.view(-1, 1, 1) if self.is_image else p
-
-    @property
-    def _positions(self) -> int:
-        return self.in_shape[1] * self.in_shape[2] if self.is_image else 1
-
     def _initialize(self, x: Tensor, context: Tensor | None) -> None:
         dims = (0, 2, 3) if self.is_image else (0,)
         mean = all_reduce_mean(x.mean(dim=dims))
@@ -67,12 +60,12 @@ class ActNorm(DataInitialized):
         self.log_scale.data.copy_(-torch.log(std + self.eps))
 
     def _logabsdet(self, x: Tensor) -> Tensor:
-        return (self._positions * self.log_scale.sum()).expand(x.shape[0]).to(x.dtype)
+        return (self.positions * self.log_scale.sum()).expand(x.shape[0]).to(x.dtype)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        y = (x + self._view(self.bias)) * self._view(self.log_scale.exp())
+        y = (x + self.per_channel(self.bias)) * self.per_channel(self.log_scale.exp())
         return y, self._logabsdet(x)
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        x = y * self._view(torch.exp(-self.log_scale)) - self._view(self.bias)
+        x = y * self.per_channel(torch.exp(-self.log_scale)) - self.per_channel(self.bias)
         return x, -self._logabsdet(y)

@@ -63,6 +63,18 @@ class FlowTransform(Transform):
     def is_image(self) -> bool:
         return len(self.in_shape) == 3
 
+    @property
+    def positions(self) -> int:
+        """Pixels per channel of the output (``H·W``; 1 for vectors): per-channel maps repeat
+        their log-det this many times."""
+        shape = self.out_shape
+        return shape[1] * shape[2] if len(shape) == 3 else 1
+
+    def per_channel(self, values: Tensor) -> Tensor:
+        """A ``(C,)`` tensor shaped to broadcast over the channels of a ``(B, C, H, W)`` image
+        (``(C, 1, 1)``), or left as is for ``(B, C)`` vectors."""
+        return values.view(-1, 1, 1) if self.is_image else values
+
     def extra_repr(self) -> str:
         return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
 

@@ -55,12 +55,8 @@ class InvertibleConv1x1(FlowTransform):
         """``W⁻¹`` (cached in eval mode when no gradient is requested)."""
         return self.matrix.inverse_weight()
 
-    @property
-    def _positions(self) -> int:
-        return self.in_shape[1] * self.in_shape[2] if self.is_image else 1
-
     def _logabsdet(self, x: Tensor) -> Tensor:
-        return (self._positions * self.matrix.logabsdet()).expand(x.shape[0]).to(x.dtype)
+        return (self.positions * self.matrix.logabsdet()).expand(x.shape[0]).to(x.dtype)
 
     def _mix(self, matrix: Tensor, x: Tensor) -> Tensor:
         matrix = matrix.to(x.dtype)

@@ -30,9 +30,13 @@ from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers import conditioners as _conditioners  # noqa: F401 - registers the zoo
 from flowkit.layers.base import FlowTransform, Shape, sum_except_batch
+from flowkit.layers.recipe import RecipeItem, normalize_item
 from flowkit.precision import run_conditioner
 
 SCALES = ("sigmoid", "softclamp")
+
+#: A conditioner: a zoo name, a ``(name, options)`` pair, or a ready module.
+ConditionerSpec = RecipeItem | nn.Module
 SIGMOID_FLOOR = 0.1
 
 
@@ -52,22 +56,33 @@ class Coupling(FlowTransform):
     ``y_b = x_b + t``). Inverse: ``x_b = (y_b − t) / σ(h)`` with ``(h, t) = NN(y_a, context)``,
     then ``x_a = A⁻¹(y_a)``. Log-det: ``log|det ∂A/∂x_a| + Σ log σ(h)``.
 
-    ``conditioner`` is a zoo conditioner name (``glow``, ``conv3x3``, ``inception_a``,
-    ``inception_b`` for images; ``mlp`` for vectors) built with ``in_shape`` of ``x_a`` and
-    ``out_channels = 2·⌊C/2⌋`` (``h`` then ``t``; ``⌊C/2⌋`` for additive), or a ready
-    ``nn.Module`` with that contract. Subclasses override :meth:`_forward_a` / :meth:`_inverse_a`
-    to move ``x_a`` as well.
+    ``conditioner`` is one spec of the conditioner network: a zoo conditioner name (``glow``,
+    ``conv3x3``, ``inception_a``, ``inception_b`` for images; ``mlp`` for vectors), a
+    ``(name, options)`` pair whose options override ``hidden``, ``pca_components`` and
+    ``activation`` (e.g. ``("conv3x3", {"hidden": 32, "activation": "gelu"})``), or a ready
+    ``nn.Module``. It is built with ``in_shape`` of ``x_a`` and ``out_channels = 2·⌊C/2⌋``
+    (``h`` then ``t``; ``⌊C/2⌋`` for additive). Arguments left as ``None`` take the subclass's
+    defaults (``default_conditioner``, ``default_scale``, ``default_clamp``). Subclasses
+    override :meth:`_forward_a` / :meth:`_inverse_a` to move ``x_a`` as well.
     """
+
+    #: Defaults of the subclass, used where an argument is left as ``None``: one constructor
+    #: serves every coupling, and a subclass only states what differs.
+    default_conditioner: str = "glow"
+    default_scale: str = "sigmoid"
+    default_clamp: float = 2.0
+    #: The scale kinds the subclass accepts (``"additive"``: no scale, ``y_b = x_b + t``).
+    scales: tuple[str, ...] = (*SCALES, "additive")
 
     def __init__(
         self,
         in_shape: Shape,
-        conditioner: str | nn.Module = "glow",
+        conditioner: ConditionerSpec | None = None,
         hidden: int = 64,
         context_features: int | None = None,
         pca_components: int | None = None,
-        scale: str | None = "sigmoid",
-        clamp: float = 2.0,
+        scale: str | None = None,
+        clamp: float | None = None,
         activation: str = "relu",
     ):
         super().__init__(in_shape)
@@ -75,25 +90,32 @@ class Coupling(FlowTransform):
         channels = self.in_shape[0]
         if channels < 2:
             raise ConfigError(f"{name}: needs at least 2 channels (features) to split, got 1")
-        if scale is not None and scale not in SCALES:
-            raise ConfigError(f"{name}: scale must be one of {SCALES}, got {scale!r}")
+        scale = self.default_scale if scale is None else scale
+        if scale not in self.scales:
+            raise ConfigError(f"{name}: scale must be one of {self.scales}, got {scale!r}")
+        clamp = self.default_clamp if clamp is None else clamp
         if not clamp > 0:
             raise ConfigError(f"{name}: clamp must be > 0, got {clamp}")
         self.split_sizes = (channels - channels // 2, channels // 2)
-        self.scale = scale
+        self.scale = None if scale == "additive" else scale
         self.clamp = float(clamp)
+        conditioner = self.default_conditioner if conditioner is None else conditioner
         if isinstance(conditioner, nn.Module):
             self.conditioner = conditioner
         else:
+            conditioner_name, options = normalize_item(conditioner, f"{name} conditioner")
             self.conditioner = zoo.build(
                 "conditioner",
-                conditioner,
-                in_shape=self.a_shape,
-                out_channels=(1 if scale is None else 2) * self.split_sizes[1],
-                hidden=hidden,
-                context_features=context_features,
-                pca_components=pca_components,
-                activation=activation,
+                conditioner_name,
+                **{
+                    "hidden": hidden,
+                    "context_features": context_features,
+                    "pca_components": pca_components,
+                    "activation": activation,
+                    **options,
+                    "in_shape": self.a_shape,
+                    "out_channels": (1 if self.scale is None else 2) * self.split_sizes[1],
+                },
             )
 
     @property
@@ -180,29 +202,7 @@ class AffineCoupling(Coupling):
     ICLR 2017. D. P. Kingma, P. Dhariwal. Glow. NeurIPS 2018.
     """
 
-    def __init__(
-        self,
-        in_shape: Shape,
-        conditioner: str | nn.Module = "glow",
-        hidden: int = 64,
-        context_features: int | None = None,
-        pca_components: int | None = None,
-        scale: str = "sigmoid",
-        clamp: float = 2.0,
-        activation: str = "relu",
-    ):
-        if scale is None:
-            raise ConfigError("AffineCoupling: scale must be given; use AdditiveCoupling")
-        super().__init__(
-            in_shape,
-            conditioner,
-            hidden,
-            context_features,
-            pca_components,
-            scale,
-            clamp,
-            activation,
-        )
+    scales = SCALES
 
 
 @zoo.register(
@@ -224,21 +224,5 @@ class AdditiveCoupling(Coupling):
     Estimation. ICLR 2015 workshop.
     """
 
-    def __init__(
-        self,
-        in_shape: Shape,
-        conditioner: str | nn.Module = "glow",
-        hidden: int = 64,
-        context_features: int | None = None,
-        pca_components: int | None = None,
-        activation: str = "relu",
-    ):
-        super().__init__(
-            in_shape,
-            conditioner,
-            hidden,
-            context_features,
-            pca_components,
-            scale=None,
-            activation=activation,
-        )
+    default_scale = "additive"
+    scales = ("additive",)

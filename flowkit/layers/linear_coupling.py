@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from flowkit import zoo
 from flowkit.layers.base import Shape
 from flowkit.layers.conv1x1 import InvertibleConv1x1
-from flowkit.layers.coupling import Coupling
+from flowkit.layers.coupling import SCALES, ConditionerSpec, Coupling
 
 
 @zoo.register(
@@ -48,27 +48,30 @@ class LinearCoupling(Coupling):
     (Dinh et al., ICLR 2017) and Glow (Kingma & Dhariwal, NeurIPS 2018).
     """
 
+    default_conditioner = "conv3x3"
+    scales = SCALES
+
     def __init__(
         self,
         in_shape: Shape,
-        conditioner: str | nn.Module = "conv3x3",
+        conditioner: ConditionerSpec | None = None,
         hidden: int = 64,
         context_features: int | None = None,
         pca_components: int | None = None,
         linear: bool = True,
-        scale: str = "sigmoid",
-        clamp: float = 2.0,
+        scale: str | None = None,
+        clamp: float | None = None,
         activation: str = "relu",
     ):
         super().__init__(
             in_shape,
             conditioner,
-            hidden,
-            context_features,
-            pca_components,
-            scale,
-            clamp,
-            activation,
+            hidden=hidden,
+            context_features=context_features,
+            pca_components=pca_components,
+            scale=scale,
+            clamp=clamp,
+            activation=activation,
         )
         self.linear = bool(linear)
         self.mix: InvertibleConv1x1 | None = None
@@ -79,8 +82,7 @@ class LinearCoupling(Coupling):
 
     def _bias(self, like: Tensor) -> Tensor:
         assert self.bias is not None
-        bias = self.bias.to(like.dtype)
-        return bias.view(1, -1, 1, 1) if self.is_image else bias
+        return self.per_channel(self.bias.to(like.dtype))
 
     def _forward_a(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
         if self.mix is None:

@@ -134,10 +134,6 @@ class PCAProjection(DataInitialized):
         p = self.patch_size
         return (channels * p * p, height // p, width // p)
 
-    @property
-    def _positions(self) -> int:
-        return self.out_shape[1] * self.out_shape[2] if self.is_image else 1
-
     def _to_features(self, x: Tensor) -> Tensor:
         """``(B, *in_shape) -> (B, F, positions)``."""
         if not self.is_image:
@@ -198,7 +194,7 @@ class PCAProjection(DataInitialized):
             total = total - 0.5 * self.log_eigenvalues.sum()
         if self.correction is not None:
             total = total + self.correction.logabsdet()
-        return self._positions * total
+        return self.positions * total
 
     def _forward_matrix(self) -> Tensor:
         matrix = self.components  # rows are the axes: Vᵀ

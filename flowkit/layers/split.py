@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowkit import zoo
 from flowkit.layers.base import Shape
@@ -45,26 +45,10 @@ class Split(Coupling):
     ICLR 2017 (multi-scale architecture). D. P. Kingma, P. Dhariwal. Glow. NeurIPS 2018.
     """
 
-    def __init__(
-        self,
-        in_shape: Shape,
-        conditioner: str | nn.Module = "conv3x3",
-        hidden: int = 64,
-        context_features: int | None = None,
-        pca_components: int | None = None,
-        clamp: float = 3.0,
-        activation: str = "relu",
-    ):
-        super().__init__(
-            in_shape,
-            conditioner,
-            hidden,
-            context_features,
-            pca_components,
-            scale="softclamp",
-            clamp=clamp,
-            activation=activation,
-        )
+    default_conditioner = "conv3x3"
+    default_scale = "softclamp"
+    default_clamp = 3.0
+    scales = ("softclamp",)
 
     @property
     def kept_shape(self) -> Shape:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit import zoo
+from flowkit.data.labels import as_labels
 from flowkit.data.preprocess import bits_per_dim as _bits_per_dim
 from flowkit.errors import ConfigError
 from flowkit.layers.base import FlowTransform, Shape
@@ -29,7 +30,6 @@ from flowkit.layers.sequence import FlowSequence
 from flowkit.models.priors import (
     ClassConditionalGaussian,
     StandardNormal,
-    as_labels,
     standard_normal_log_prob,
 )
 from flowkit.serialization import save as _save
@@ -167,7 +167,7 @@ class FlowModel(FlowTransform):
         if not self.class_context or context is None:
             return None
         if not context.dtype.is_floating_point:
-            labels = as_labels(context, batch, self.num_classes, context.device)
+            labels = as_labels(context, batch, num_classes=self.num_classes, device=context.device)
             return F.one_hot(labels, self.num_classes).to(dtype)
         return context.to(dtype)
 
@@ -184,7 +184,7 @@ class FlowModel(FlowTransform):
             return None
         if not self.num_classes:
             raise ConfigError(f"{type(self).__name__} was built without num_classes; got labels")
-        return as_labels(y, n, self.num_classes, device)
+        return as_labels(y, n, num_classes=self.num_classes, device=device)
 
     # ----- densities -------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit.errors import ConfigError, ShapeError
+from flowkit.data.labels import as_labels
+from flowkit.errors import ConfigError
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -22,26 +23,6 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``sum_i log N(z_i; 0, 1)`` per sample, shape ``(B,)``."""
     flat = z.reshape(z.shape[0], -1)
     return -0.5 * (flat * flat).sum(dim=1) - 0.5 * flat.shape[1] * _LOG_2PI
-
-
-def as_labels(y: int | Sequence[int] | Tensor, n: int, num_classes: int, device) -> Tensor:
-    """Normalise class labels to an int64 tensor of shape ``(n,)`` (an int is repeated)."""
-    if isinstance(y, int):
-        labels = torch.full((n,), y, dtype=torch.long, device=device)
-    else:
-        labels = torch.as_tensor(y, device=device)
-        if labels.dim() == 0:
-            labels = labels.expand(n)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ConfigError(f"class labels must be integers, got dtype {labels.dtype}")
-        labels = labels.long()
-    if labels.shape != (n,):
-        raise ShapeError("labels", f"({n},)", tuple(labels.shape))
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ConfigError(
-            f"class labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}"
-        )
-    return labels
 
 
 class StandardNormal(nn.Module):
@@ -100,7 +81,7 @@ class ClassConditionalGaussian(nn.Module):
     def log_prob(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         flat = z.reshape(z.shape[0], -1)
         if y is not None:
-            labels = as_labels(y, z.shape[0], self.num_classes, z.device)
+            labels = as_labels(y, z.shape[0], num_classes=self.num_classes, device=z.device)
             return self._class_log_prob(flat, labels)
         per_class = torch.stack(
             [
@@ -125,7 +106,7 @@ class ClassConditionalGaussian(nn.Module):
         if y is None:
             labels = torch.randint(self.num_classes, (n,), device=device, generator=generator)
         else:
-            labels = as_labels(y, n, self.num_classes, device)
+            labels = as_labels(y, n, num_classes=self.num_classes, device=device)
         eps = torch.randn(n, self.mean.shape[1], device=device, dtype=dtype, generator=generator)
         mean = self.mean[labels].to(dtype)
         scale = torch.exp(self.log_scale[labels]).to(dtype)

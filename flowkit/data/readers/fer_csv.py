@@ -19,6 +19,7 @@ from flowkit.data.emotion_set import EmotionSet
 from flowkit.data.errors import DataError, SkippedFilesWarning, skipped_message
 from flowkit.data.images import Size, convert_array, progress
 from flowkit.data.labels import label_index
+from flowkit.data.readers.registry import Reader, ReadOptions, register
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("emotion", "pixels")
 
@@ -112,3 +113,23 @@ def read_fer_csv(
         sources=source,
         meta=meta,
     )
+
+
+def _is_fer_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
+
+
+def _read(path: Path, options: ReadOptions) -> EmotionSet:
+    return read_fer_csv(path, options.size, options.channels, options.source, options.show_progress)
+
+
+register(
+    Reader(
+        name="csv",
+        detect=_is_fer_csv,
+        read=_read,
+        expects="a FER2013 .csv",
+        kind="file",
+        priority=10,
+    )
+)

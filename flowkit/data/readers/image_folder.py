@@ -32,6 +32,7 @@ from flowkit.data.images import (
     stack_images,
 )
 from flowkit.data.labels import EMOTIONS, is_label, label_index
+from flowkit.data.readers.registry import Reader, ReadOptions, register
 
 CKPLUS_PATTERN: str = r"^(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)"
 """File-name pattern of CK+ frames: ``S<subject>_<sequence>_<frame>``."""
@@ -239,3 +240,49 @@ def _subjects(
             else:
                 meta[group + "s"] = np.asarray(values)
     return np.asarray([m.group("subject") if m else "" for m in matches])
+
+
+def _read_kaggle(path: Path, options: ReadOptions) -> EmotionSet:
+    return read_kaggle_folders(
+        path,
+        options.size,
+        options.channels,
+        options.source,
+        options.subject_pattern,
+        options.show_progress,
+    )
+
+
+def _read_class_folders(path: Path, options: ReadOptions) -> EmotionSet:
+    return read_class_folders(
+        path,
+        options.size,
+        options.channels,
+        options.source,
+        options.subject_pattern,
+        show_progress=options.show_progress,
+    )
+
+
+# Kaggle first: its train/test folders are no emotion names, so neither layout hides the other,
+# but the order is the one detection has always used.
+register(
+    Reader(
+        name="kaggle",
+        detect=lambda path: path.is_dir() and is_kaggle_layout(path),
+        read=_read_kaggle,
+        expects="the Kaggle layout train/<emotion>/*.jpg and test/<emotion>/*.jpg",
+        kind="folder",
+        priority=30,
+    )
+)
+register(
+    Reader(
+        name="folders",
+        detect=lambda path: path.is_dir() and is_class_folder_tree(path),
+        read=_read_class_folders,
+        expects=f"class subfolders named from {', '.join(EMOTIONS)} (e.g. happy/*.png)",
+        kind="folder",
+        priority=40,
+    )
+)

@@ -18,6 +18,7 @@ from flowkit.data.emotion_set import EmotionSet
 from flowkit.data.errors import DataError
 from flowkit.data.images import Size, convert_array
 from flowkit.data.labels import label_indices, mapping_from_names
+from flowkit.data.readers.registry import Reader, ReadOptions, register
 
 
 def read_npz(
@@ -84,3 +85,18 @@ def read_npz(
         sources=source,
         meta=meta,
     )
+
+
+def _is_npz(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".npz"
+
+
+def _read(path: Path, options: ReadOptions) -> EmotionSet:
+    return read_npz(path, options.size, options.channels, options.source)
+
+
+register(
+    Reader(
+        name="npz", detect=_is_npz, read=_read, expects="an .npz archive", kind="file", priority=20
+    )
+)
