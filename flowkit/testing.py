@@ -12,7 +12,6 @@ with ``slogdet`` of the autograd Jacobian evaluated in float64.
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,8 +289,3 @@ def check_block(
     if fresh is not None:
         check_state_dict_roundtrip(block, fresh, x, context)
     return report
-
-
-def clone_module(module: nn.Module) -> nn.Module:
-    """A deep copy (used to compare a block before and after an operation)."""
-    return copy.deepcopy(module)

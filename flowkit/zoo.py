@@ -1,4 +1,4 @@
-"""The registry of named layers, conditioners and models (DESIGN §2).
+"""The registry of named layers, conditioners and models (docs/concepts/zoo.md).
 
 Every entry carries a small example configuration (and optional variants of it), which the
 property tests enumerate: a block registered tomorrow is tested tomorrow without anyone writing a

@@ -1,4 +1,4 @@
-"""Expression editing in a flow's latent space (DESIGN §6).
+"""Expression editing in a flow's latent space (docs/tutorials/expression-transfer.md).
 
     from flowkit.editing import LatentStatistics, ExpressionSpace, encode
     from flowkit.editing import label_transfer, reference_transfer, interpolate

@@ -1,6 +1,7 @@
 """Batch-wise encoding to flat latents and decoding back, for any flowkit flow.
 
-A flowkit model maps ``x (B, C, H, W) -> z (B, D)`` with an exact inverse (MODEL_API). Any other
+A flowkit model maps ``x (B, C, H, W) -> z (B, D)`` with an exact inverse
+(:class:`~flowkit.models.FlowModel`). Any other
 :class:`~flowkit.layers.base.FlowTransform` works too: its output is flattened here and reshaped
 to its ``out_shape`` before the inverse, so editing can be tried on a single layer or a small
 hand-made stack.

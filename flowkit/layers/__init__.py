@@ -1,4 +1,6 @@
-"""Invertible blocks (DESIGN §3). Importing this package registers every block in the zoo."""
+"""Invertible blocks (docs/concepts/contract.md).
+
+Importing this package registers every block in the zoo."""
 
 import importlib
 import pkgutil

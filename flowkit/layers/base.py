@@ -1,4 +1,4 @@
-"""The block contract shared by every flowkit layer (DESIGN §1).
+"""The block contract shared by every flowkit layer (docs/concepts/contract.md).
 
 Every invertible block is an :class:`nflows.transforms.Transform`, so flowkit and nflows blocks
 compose freely and :class:`nflows.flows.Flow` accepts either::

@@ -1,4 +1,4 @@
-"""Conditioner networks of coupling layers (zoo kind ``"conditioner"``, DESIGN §3).
+"""Conditioner networks of coupling layers (zoo kind ``"conditioner"``).
 
 A conditioner maps the unchanged half of a coupling, ``x_a``, to the parameters of the
 transformation of the other half. It is never inverted (the inverse recomputes it from the same
@@ -13,8 +13,8 @@ Shared structure (:class:`Conditioner`): an optional fixed PCA view of the input
 (:class:`PCAView`), a first layer to ``hidden`` channels, plus an optional context bias
 (``Linear(context_features, hidden)`` added per channel, e.g. from a one-hot class label), the
 activation, the remaining hidden layers and a zero-initialised output layer, so a coupling starts
-as the identity. All convolutions pad with zeros (rosinality's pad-with-one zero-conv diverged,
-DESIGN §8).
+as the identity. All convolutions pad with zeros (rosinality's pad-with-one zero-conv diverged
+in our tests).
 
 Entries: ``glow`` (3×3 → 1×1 → 3×3, Kingma & Dhariwal 2018), ``conv3x3`` (three 3×3 layers; the
 BPLF thesis found these extract face features best), ``inception_a`` (parallel 1×1 / 3×3 /

@@ -13,12 +13,12 @@ Scales (``scale=``), both equal to 1 at ``h = 0`` so the zero-initialised condit
 layer start as the identity, and both able to expand and contract within moderate bounds:
 
 * ``"sigmoid"`` (default): ``σ(h) = f + (2 − 2f)·sigmoid(h)`` with ``f = 0.1``, so
-  ``σ ∈ (0.1, 1.9)``. Glow/nflows' ``sigmoid(h + 2)`` can only contract, which caps the density
-  (DESIGN §8); the floor ``f`` bounds the inverse's division, so round-off is amplified at most
+  ``σ ∈ (0.1, 1.9)``. Glow/nflows' ``sigmoid(h + 2)`` can only contract, which caps the density;
+  the floor ``f`` bounds the inverse's division, so round-off is amplified at most
   10× per layer even under badly perturbed weights.
 * ``"softclamp"``: ``σ(h) = exp(c·tanh(h / c))``, ``σ ∈ (e^-c, e^c)`` with ``c = clamp``
   (default 2). Symmetric in log space; larger ``c`` leaves less headroom for inversion accuracy
-  (FrEIA's e² clamp, DESIGN §8).
+  (FrEIA's e² clamp).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Assembled flows (DESIGN §4). Importing this package registers every model in the zoo.
+"""Assembled flows (docs/concepts/models.md).
+
+Importing this package registers every model in the zoo.
 
 from flowkit.models import BPLF, Glow, RealNVP, MultiScaleFlow, VectorFlow
 """

@@ -1,4 +1,4 @@
-"""What every flowkit model offers on top of the block contract (DESIGN §4).
+"""What every flowkit model offers on top of the block contract (docs/concepts/models.md).
 
 A model is itself a :class:`~flowkit.layers.base.FlowTransform` from data to *all* its latents
 flattened and concatenated, shape ``(B, D)``, so the generic contract checks apply to it. The
