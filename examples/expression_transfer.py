@@ -138,7 +138,7 @@ def evaluate(args: argparse.Namespace, name: str, train_set: Any, test_set: Any,
         label_transfer,
         reference_transfer,
     )
-    from flowkit.training.plots import image_grid, save_image
+    from flowkit.metrics import image_grid, save_image
 
     print(f"{name}: {len(train_set)} train / {len(test_set)} test faces")
     model = get_model(args, train_set, test_set)

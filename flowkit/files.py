@@ -20,6 +20,11 @@ from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
+# The process's umask, read once at import (reading it means setting it, which is not
+# thread-safe, so it is not done per write).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -31,6 +36,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
     os.close(fd)
     tmp = Path(name)
+    # mkstemp creates the file private (0600); give it the mode an ordinary open() would.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         # fsync before the rename: otherwise a crash can leave a renamed but empty file.

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from flowkit.editing.statistics import LabelLike, as_labels
+from flowkit.files import atomic_path
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ExpressionSpace:
                 the directions meaningful when ``D`` exceeds the number of faces, the usual case
                 for images; ``None`` uses the plain within-class covariance (SVD solver).
         """
+        # Imported here: scikit-learn (+ SciPy) costs ~85 MiB of RSS and ~1 s at import.
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         z = latents.reshape(latents.shape[0], -1).detach().cpu().to(torch.float64).numpy()
@@ -162,12 +165,9 @@ class ExpressionSpace:
 
     def save(self, path: str | Path) -> None:
         """Write the space as a safetensors file (no pickled code)."""
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> ExpressionSpace:
-        from safetensors.torch import load_file
-
         return cls.from_state_dict(load_file(str(path)))

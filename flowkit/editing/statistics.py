@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from flowkit.data.labels import LabelLike, as_labels
 from flowkit.editing.latents import encode
+from flowkit.files import atomic_path
 
 __all__ = ["LabelLike", "LatentStatistics", "as_labels"]
 
@@ -98,12 +100,9 @@ class LatentStatistics:
 
     def save(self, path: str | Path) -> None:
         """Write the statistics as a safetensors file (no pickled code)."""
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(path))
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> LatentStatistics:
-        from safetensors.torch import load_file
-
         return cls.from_state_dict(load_file(str(path)))

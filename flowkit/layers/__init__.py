@@ -2,9 +2,7 @@
 
 Importing this package registers every block in the zoo."""
 
-import importlib
-import pkgutil
-
+from flowkit.discovery import import_submodules
 from flowkit.layers.actnorm import ActNorm
 from flowkit.layers.base import FlowTransform, sum_except_batch
 from flowkit.layers.conditioners import Conditioner, PCAView
@@ -19,8 +17,7 @@ from flowkit.layers.squeeze import Squeeze
 
 # Import every module of the package so each block registers itself in the zoo; a block added
 # tomorrow needs no line here to be built by name and covered by the property tests.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "ActNorm",

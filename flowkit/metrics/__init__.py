@@ -1,14 +1,17 @@
-"""Evaluation: likelihood, expression accuracy, Fréchet distance, SSIM, reconstruction (DESIGN §7).
+"""Evaluation: likelihood, reconstruction, expression accuracy, Fréchet distance, SSIM, grids.
 
-from flowkit.metrics import train_expression_classifier, expression_accuracy, ssim
+One home per measurement; the trainer, the CLI and the examples all call these::
 
-clf = train_expression_classifier(train_set, epochs=15, test_set=test_set)  # small CNN
-clf.save(run_dir / "classifier.safetensors")
-acc = expression_accuracy(clf, edited, target_labels)    # do edited faces show the target?
-fd = frechet_distance(clf, real, generated)              # FID-like, classifier feature space
-s = ssim(edited, true_target)                            # scikit-image SSIM
-err = reconstruction_error(model, x)                     # exact-inverse check
-bpd = bits_per_dim(model, test_set)                      # test bits/dim
+    from flowkit.metrics import train_expression_classifier, expression_accuracy, ssim
+
+    clf = train_expression_classifier(train_set, epochs=15, test_set=test_set)  # small CNN
+    clf.save(run_dir / "classifier.safetensors")
+    acc = expression_accuracy(clf, edited, target_labels)    # do edited faces show the target?
+    fd = frechet_distance(clf, real, generated)              # FID-like, classifier feature space
+    s = ssim(edited, true_target)                            # scikit-image SSIM
+    err = reconstruction_error(model, x)                     # exact-inverse check
+    bpd = evaluate_bits_per_dim(model, test_set)             # test bits/dim (alias bits_per_dim)
+    save_image(sample_grid(model, [0, 3], 8, 0.7, n_bits=5), "samples.png")
 """
 
 from flowkit.metrics.classifier import (
@@ -18,12 +21,14 @@ from flowkit.metrics.classifier import (
     load_or_train_classifier,
     train_expression_classifier,
 )
+from flowkit.metrics.flow_classifier import most_likely_classes
 from flowkit.metrics.frechet import (
     feature_statistics,
     frechet_distance,
     frechet_distance_from_features,
     frechet_distance_from_stats,
 )
+from flowkit.metrics.grids import image_grid, sample_grid, save_image
 from flowkit.metrics.image import reconstruction_error, ssim, ssim_per_image
 from flowkit.metrics.likelihood import bits_per_dim, evaluate_bits_per_dim
 
@@ -36,9 +41,13 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_features",
     "frechet_distance_from_stats",
+    "image_grid",
+    "most_likely_classes",
     "load_expression_classifier",
     "load_or_train_classifier",
     "reconstruction_error",
+    "sample_grid",
+    "save_image",
     "ssim",
     "ssim_per_image",
     "train_expression_classifier",

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from flowkit.data import NUM_EMOTIONS, EmotionSet, as_labels, preprocess
+from flowkit.data.labels import LabelLike
 from flowkit.errors import CheckpointError
+from flowkit.modes import eval_mode
 
 _KIND = "flowkit.expression_classifier"
 
@@ -43,7 +48,7 @@ def as_float_images(images: Tensor | np.ndarray) -> Tensor:
     dequantize=False)``); float tensors are returned as float32 unchanged."""
     t = torch.as_tensor(images)
     if t.dtype == torch.uint8:
-        return (t.to(torch.float32) + 0.5) / 256.0 - 0.5
+        return preprocess(t, 8, dequantize=False)
     return t.to(torch.float32)
 
 
@@ -125,17 +130,12 @@ class ExpressionClassifier(nn.Module):
 
     def _batched(self, x: Tensor | np.ndarray, fn: str, batch_size: int) -> Tensor:
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
         out = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(x), batch_size):
-                    xb = self.prepare(x[start : start + batch_size]).to(device)
-                    feats = self._features(xb)
-                    out.append(feats if fn == "features" else self.head(feats))
-        finally:
-            self.train(was_training)
+        with eval_mode(self), torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                xb = self.prepare(x[start : start + batch_size]).to(device)
+                feats = self._features(xb)
+                out.append(feats if fn == "features" else self.head(feats))
         if not out:
             n = self.feature_dim if fn == "features" else self.num_classes
             return torch.empty(0, n)
@@ -157,8 +157,6 @@ class ExpressionClassifier(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Safetensors weights with the JSON config (and training history) in the metadata."""
-        from safetensors.torch import save_file
-
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {
             "kind": _KIND,
@@ -172,9 +170,6 @@ def load_expression_classifier(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> ExpressionClassifier:
     """Load a classifier written by :meth:`ExpressionClassifier.save` (no unpickling)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -193,8 +188,12 @@ def load_expression_classifier(
     return model.to(device).eval()
 
 
-def _images_labels(data: Any) -> tuple[Tensor, Tensor]:
-    """(images, labels) from an EmotionSet-like object or a pair."""
+LabelledImages = EmotionSet | tuple[Tensor | np.ndarray, Any]
+"""An :class:`~flowkit.data.EmotionSet` or a pair ``(images, labels)``."""
+
+
+def _images_labels(data: LabelledImages) -> tuple[Tensor, Tensor]:
+    """(images, labels) from an EmotionSet or a pair."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
@@ -225,7 +224,7 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def train_expression_classifier(
-    train_set: Any,
+    train_set: LabelledImages,
     epochs: int = 15,
     batch_size: int = 64,
     lr: float = 3e-3,
@@ -234,10 +233,10 @@ def train_expression_classifier(
     width: int = 32,
     num_classes: int | None = None,
     augment: bool = True,
-    test_set: Any = None,
+    test_set: LabelledImages | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    log: Any = None,
+    log: Callable[[dict[str, float]], object] | None = None,
 ) -> ExpressionClassifier:
     """Train an :class:`ExpressionClassifier` on labelled faces.
 
@@ -257,8 +256,6 @@ def train_expression_classifier(
         The trained classifier in eval mode; ``.history`` holds per-epoch ``train_loss``,
         ``train_acc`` and ``test_acc`` (when ``test_set`` is given).
     """
-    from flowkit.data.labels import NUM_EMOTIONS
-
     images, labels = _images_labels(train_set)
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"expected non-empty images (N, C, H, W), got {tuple(images.shape)}")
@@ -320,7 +317,7 @@ def train_expression_classifier(
 
 
 def load_or_train_classifier(
-    path: str | Path, train_set: Any, **kwargs: Any
+    path: str | Path, train_set: LabelledImages, **kwargs: Any
 ) -> ExpressionClassifier:
     """Load the classifier at ``path`` if it exists, else train it (``kwargs`` as
     :func:`train_expression_classifier`) and save it there: one classifier per run, reused."""
@@ -336,12 +333,10 @@ def load_or_train_classifier(
 def expression_accuracy(
     classifier: ExpressionClassifier,
     images: Tensor | np.ndarray,
-    labels: Any,
+    labels: LabelLike,
     batch_size: int = 256,
 ) -> float:
     """Fraction of ``images`` the classifier labels with ``labels`` (one label or ``(B,)``)."""
-    from flowkit.editing.statistics import as_labels
-
     if len(images) == 0:
         raise ValueError("expression_accuracy needs at least one image")
     y = as_labels(labels, len(images))

@@ -1,10 +1,16 @@
-"""Image-level metrics: SSIM (scikit-image) and exact-reconstruction error of a flow."""
+"""Image-level metrics: SSIM (scikit-image) and the exact-reconstruction error of a flow (the one
+implementation, used by the trainer's final report and ``flowkit eval``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from skimage.metrics import structural_similarity
 from torch import Tensor, nn
+
+from flowkit.editing.latents import decode, encode
+
+__all__ = ["reconstruction_error", "ssim", "ssim_per_image"]
 
 
 def _as_batch(a: Tensor | np.ndarray) -> np.ndarray:
@@ -37,8 +43,6 @@ def ssim_per_image(
     Returns:
         ``(B,)`` float64 SSIM values in ``[-1, 1]``; 1 for identical images.
     """
-    from skimage.metrics import structural_similarity
-
     x, y = _as_batch(a), _as_batch(b)
     if y.shape[0] == 1 and x.shape[0] > 1:
         y = np.broadcast_to(y, x.shape)
@@ -80,8 +84,6 @@ def reconstruction_error(
 ) -> float:
     """``|decode(encode(x)) - x|`` through the flow's exact inverse: ``"max"`` (default) or
     ``"mean"`` absolute error, in the units of ``x`` (preprocessed: one 8-bit level is 1/256)."""
-    from flowkit.editing.latents import decode, encode
-
     if reduction not in ("max", "mean"):
         raise ValueError(f"reduction must be 'max' or 'mean', got {reduction!r}")
     z = encode(model, x, batch_size=batch_size)

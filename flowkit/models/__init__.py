@@ -5,9 +5,7 @@ Importing this package registers every model in the zoo.
 from flowkit.models import BPLF, Glow, RealNVP, MultiScaleFlow, VectorFlow
 """
 
-import importlib
-import pkgutil
-
+from flowkit.discovery import import_submodules
 from flowkit.models.base import FlowModel
 from flowkit.models.multiscale import MultiScaleFlow
 from flowkit.models.priors import ClassConditionalGaussian, StandardNormal
@@ -17,8 +15,7 @@ from flowkit.serialization import from_config
 
 # Import every module of the package so each model registers itself in the zoo: a model recipe
 # added tomorrow as one new file is built by name, saved, loaded and property-tested.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "BPLF",

@@ -8,9 +8,10 @@ Layout of ``<run>/checkpoints/``::
     latest                            text file naming the newest complete checkpoint
 
 A checkpoint folder is first written as ``.tmp-step-...`` and renamed into place only when every
-file is on disk, then ``latest`` is replaced with ``os.replace``: a process killed at any moment
-leaves the previous checkpoint (and ``latest``) intact. The newest ``keep`` folders are kept.
-Loading falls back to older folders when the newest is unreadable.
+file is on disk, then ``latest`` is replaced atomically (:func:`flowkit.files.atomic_write_text`):
+a process killed at any moment leaves the previous checkpoint (and ``latest``) intact. The
+newest ``keep`` folders are kept. Loading falls back to older folders when the newest is
+unreadable.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowkit import serialization
 from flowkit.errors import CheckpointError
+from flowkit.files import atomic_write_text
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -141,10 +144,9 @@ def save_checkpoint(
     else:
         os.replace(tmp, final)
     _fsync_dir(directory)
-    latest_tmp = directory / f".{LATEST_FILE}.tmp{os.getpid()}"
-    latest_tmp.write_text(final.name + "\n")
-    _fsync_file(latest_tmp)
-    os.replace(latest_tmp, directory / LATEST_FILE)
+    # The pointer moves only after the folder is in place (and synced): a crash in between
+    # leaves "latest" naming the previous complete checkpoint.
+    atomic_write_text(directory / LATEST_FILE, final.name + "\n")
     _fsync_dir(directory)
     prune_checkpoints(directory, keep, protect=final.name)
     return final
@@ -194,8 +196,6 @@ def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
         raise FileNotFoundError(f"model file {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model file")
-    from flowkit import serialization  # imported late: flowkit.models may still be loading
-
     return serialization.load(path)
 
 

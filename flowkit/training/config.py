@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from flowkit.data import DataSource
 from flowkit.errors import ConfigError
+from flowkit.files import atomic_write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,13 +52,19 @@ class TrainConfig:
             subjects are known).
         steps: optimiser steps in total (a resumed run continues up to this number).
         batch_size: images per step *per process* (DDP multiplies it by the world size).
-        lr, warmup_steps, lr_schedule, min_lr_ratio: Adam learning rate, linear warm-up from 0,
-            then "constant" or "cosine" decay down to ``lr * min_lr_ratio``.
+        lr: Adam learning rate after the warm-up.
+        warmup_steps: steps of linear warm-up from 0 to ``lr``.
+        lr_schedule: after the warm-up, "constant" or "cosine" decay to ``lr * min_lr_ratio``.
+        min_lr_ratio: the learning rate at the end of a cosine schedule, as a share of ``lr``.
         grad_clip: clip the global gradient norm to this value (0 disables).
         n_bits: bits per pixel kept (uniform dequantisation; bits/dim are of n-bit images).
         hflip: random left-right mirroring of training images.
-        eval_every, sample_every, checkpoint_every, log_every: periods in steps (0 disables;
-            a final evaluation, sample grid and checkpoint are always written).
+        eval_every: steps between test bits/dim evaluations (0 disables; a final evaluation
+            is always run).
+        sample_every: steps between sample grids (0 disables; a final grid is always written).
+        checkpoint_every: steps between checkpoints (0 disables; a final checkpoint is always
+            written).
+        log_every: steps between rows of ``log.csv`` and progress updates.
         eval_batches: cap on test batches per periodic evaluation (0 = whole test set); the
             final evaluation always uses the whole test set.
         keep_checkpoints: how many of the newest checkpoints to keep.
@@ -82,7 +90,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"levels": 3, "steps": 4, "hidden": 64}
     )
-    data: Any = "synthetic"
+    data: DataSource = "synthetic"
     image_size: int = 32
     channels: int = 1
     synthetic_size: int = 4000
@@ -279,14 +287,3 @@ def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
     else:
         text = json.dumps(values, indent=2, sort_keys=True) + "\n"
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace`` (all or nothing)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

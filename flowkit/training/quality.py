@@ -1,8 +1,5 @@
-"""End-of-run editing outputs: latent statistics, expression space, transfer grid and (when
-:mod:`flowkit.metrics` is available) expression accuracy of samples and transfers.
-
-Imports :mod:`flowkit.editing` at module level, so ``import flowkit.training.quality`` raises
-``ImportError`` where editing is not installed and the trainer simply skips this part.
+"""End-of-run editing outputs of a run: latent statistics, the expression space, the transfer
+grid and (with ``quality_metrics``) the expression accuracy of samples and transfers.
 """
 
 from __future__ import annotations
@@ -15,9 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowkit.data import EMOTIONS, EmotionSet, postprocess, preprocess
 from flowkit.editing import ExpressionSpace, LatentStatistics, encode, label_transfer
+from flowkit.metrics import expression_accuracy, train_expression_classifier
+from flowkit.metrics.grids import image_grid, save_image
+from flowkit.modes import eval_mode
 from flowkit.training.config import NUM_CLASSES, TrainConfig
-from flowkit.training.plots import image_grid, save_image
+
+__all__ = ["MAX_FIT_IMAGES", "SPACE_FILE", "STATS_FILE", "editing_outputs", "fit_editing"]
 
 STATS_FILE = "latent_stats.safetensors"
 SPACE_FILE = "expression_space.safetensors"
@@ -25,13 +27,12 @@ MAX_FIT_IMAGES = 2000
 
 
 def _pre(images: np.ndarray, n_bits: int, device: torch.device) -> torch.Tensor:
-    from flowkit.data import preprocess
-
-    return preprocess(torch.from_numpy(np.ascontiguousarray(images)), n_bits, False).to(device)
+    """uint8 faces -> bin-centre model input (no noise: encoding is deterministic)."""
+    return preprocess(images, n_bits, dequantize=False, device=device)
 
 
 def fit_editing(
-    model: nn.Module, emotion_set: Any, n_bits: int, device: torch.device, seed: int = 0
+    model: nn.Module, emotion_set: EmotionSet, n_bits: int, device: torch.device, seed: int = 0
 ) -> tuple[LatentStatistics, ExpressionSpace | None]:
     """Per-expression latent means and the LDA expression space of (up to 2000) faces."""
     n = len(emotion_set)
@@ -44,7 +45,7 @@ def fit_editing(
     return stats, space
 
 
-def pick_transfer_faces(test_set: Any, classes: list[int], rows: int = 6) -> np.ndarray:
+def pick_transfer_faces(test_set: EmotionSet, classes: list[int], rows: int = 6) -> np.ndarray:
     """Row indices of up to ``rows`` test faces, cycling through the expressions and, where
     subjects are known, taking each face from a different person."""
     labels = np.asarray(test_set.labels)
@@ -74,15 +75,13 @@ def pick_transfer_faces(test_set: Any, classes: list[int], rows: int = 6) -> np.
 def editing_outputs(
     config: TrainConfig,
     model: nn.Module,
-    train_set: Any,
-    test_set: Any,
+    train_set: EmotionSet,
+    test_set: EmotionSet,
     classes: list[int],
     run_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
     """Write latent_stats / expression_space / transfer.png into ``run_dir``; return metrics."""
-    from flowkit.data import EMOTIONS, postprocess
-
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed)
@@ -128,40 +127,30 @@ def editing_outputs(
 def _classifier_metrics(
     config: TrainConfig,
     model: nn.Module,
-    train_set: Any,
-    test_set: Any,
+    train_set: EmotionSet,
+    test_set: EmotionSet,
     classes: list[int],
     stats: LatentStatistics,
     device: torch.device,
 ) -> dict[str, Any]:
     """Expression accuracy (flowkit.metrics' CNN classifier) of samples and label transfers."""
-    try:
-        from flowkit import metrics as fm
-
-        train_clf = fm.train_expression_classifier
-        accuracy = fm.expression_accuracy
-    except (ImportError, AttributeError) as err:
-        return {"expression_accuracy": f"skipped (flowkit.metrics unavailable: {err})"}
-    from flowkit.data import postprocess
-
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     # 12 epochs at batch 32: 3 epochs left the classifier near 55% on held-out synthetic faces,
     # which made every expression-accuracy figure meaningless; 12 reach ~97% for ~20 s more.
-    clf = train_clf(train_set, epochs=12, batch_size=32, seed=config.seed, device=device)
+    clf = train_expression_classifier(
+        train_set, epochs=12, batch_size=32, seed=config.seed, device=device
+    )
     y_test = torch.from_numpy(np.asarray(test_set.labels, dtype=np.int64))
-    out["classifier_test_accuracy"] = float(accuracy(clf, test_set.images, y_test))
+    out["classifier_test_accuracy"] = float(expression_accuracy(clf, test_set.images, y_test))
     per = 32
     g = torch.Generator(device=device).manual_seed(config.seed + 1)
     y_s = torch.tensor(classes).repeat_interleave(per)
-    was = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         samples = model.sample(len(y_s), y_s.to(device), config.temperature, generator=g)
-    model.train(was)
     # Judge generated faces as the classifier sees real ones: uint8 images.
     out["sample_expression_accuracy"] = float(
-        accuracy(clf, postprocess(samples.float().cpu(), config.n_bits).numpy(), y_s)
+        expression_accuracy(clf, postprocess(samples.float().cpu(), config.n_bits).numpy(), y_s)
     )
     n = min(len(test_set), 256)
     x = _pre(test_set.images[:n], config.n_bits, device)
@@ -170,7 +159,7 @@ def _classifier_metrics(
     tgt = torch.tensor(classes)[pick]
     edited = label_transfer(model, x, src, tgt, stats)
     out["transfer_expression_accuracy"] = float(
-        accuracy(clf, postprocess(edited.float().cpu(), config.n_bits).numpy(), tgt)
+        expression_accuracy(clf, postprocess(edited.float().cpu(), config.n_bits).numpy(), tgt)
     )
     out["classifier_time_s"] = round(time.perf_counter() - t0, 2)
     return out

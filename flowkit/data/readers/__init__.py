@@ -4,9 +4,6 @@ Each module registers its reader(s) in :mod:`flowkit.data.readers.registry`; the
 imports every module of this package, so a reader added tomorrow is one new file here.
 """
 
-import importlib
-import pkgutil
-
 from flowkit.data.readers.ckplus import read_ckplus
 from flowkit.data.readers.fer_csv import read_fer_csv
 from flowkit.data.readers.image_folder import (
@@ -23,10 +20,10 @@ from flowkit.data.readers.registry import (
     register,
     registered,
 )
+from flowkit.discovery import import_submodules
 
 # Import every module so each reader registers itself: no list of formats to keep in sync.
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = [
     "CKPLUS_PATTERN",

@@ -1,0 +1,145 @@
+"""``flowkit transfer``: give a face another expression, by name or from a reference face."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from flowkit.cli import options
+from flowkit.cli.registry import Command
+from flowkit.data import EMOTIONS, DataError, postprocess, preprocess, read_image
+from flowkit.editing import (
+    ExpressionSpace,
+    LatentStatistics,
+    label_transfer,
+    reference_transfer,
+)
+from flowkit.errors import ConfigError
+from flowkit.metrics import save_image
+from flowkit.metrics.flow_classifier import most_likely_classes
+from flowkit.training.quality import SPACE_FILE, STATS_FILE, fit_editing
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags: the face, the target (``--to`` or ``--reference``), strength and data."""
+    options.add_trained_model_args(parser)
+    parser.add_argument("--image", required=True, metavar="PNG", help="the face to edit")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="NAME", help="target expression name")
+    target.add_argument("--reference", metavar="PNG", help="face whose expression to copy")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="NAME",
+        help="the face's expression (default: the model's most likely class)",
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="edit strength")
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        nargs="+",
+        help="labelled faces to fit the latent statistics on (default: the run's saved "
+        "statistics, or its training data)",
+    )
+    parser.add_argument("--resize", action="store_true", help="resize images to the model's size")
+    options.add_run_options(parser)
+    parser.add_argument("--out", required=True, metavar="PNG", help="edited face")
+
+
+def _read_face(path: str, model: nn.Module, resize: bool) -> np.ndarray:
+    """The face at ``path`` as uint8 (C, H, W) at the model's size (``resize``: resized to it)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    c, h, w = model.in_shape
+    img = read_image(path, size=(h, w) if resize else None, channels=c)
+    if img.shape != (c, h, w):
+        raise DataError(
+            f"image {path} is {img.shape[1]}x{img.shape[2]}, the model expects {h}x{w} "
+            "(pass --resize to resize it)"
+        )
+    return np.array(img)
+
+
+def _run_dir_candidates(model_path: Path) -> list[Path]:
+    # model file in a run folder, or in runs/x/checkpoints/step-N/
+    return [model_path.parent, model_path.parent.parent.parent]
+
+
+def _editing_tools(
+    model: nn.Module,
+    meta: dict[str, Any],
+    model_path: Path,
+    data: list[str] | None,
+    n_bits: int,
+    device: torch.device,
+    need_space: bool,
+) -> tuple[LatentStatistics, ExpressionSpace | None]:
+    """Latent statistics and (if needed) expression space: saved next to the run, else fitted on
+    ``--data`` or the run's own training data."""
+    if not data:
+        for folder in _run_dir_candidates(model_path):
+            stats_path, space_path = folder / STATS_FILE, folder / SPACE_FILE
+            if stats_path.is_file() and (not need_space or space_path.is_file()):
+                stats = LatentStatistics.load(stats_path)
+                space = ExpressionSpace.load(space_path) if need_space else None
+                return stats, space
+    train_set = options.data_for(meta, data, model, split="train")
+    if train_set is None:
+        raise ConfigError(
+            "no latent statistics next to this model and no record of its training data; "
+            "pass --data PATH with labelled faces"
+        )
+    stats, space = fit_editing(model, train_set, n_bits, device)
+    if need_space and space is None:
+        raise ConfigError("the data has a single expression; reference transfer needs two or more")
+    return stats, space
+
+
+def run(args: argparse.Namespace) -> int:
+    """Edit the face and write it."""
+    device = options.device(args.device)
+    target = None if args.to is None else options.expression(args.to)
+    source = None if args.source is None else options.expression(args.source)
+    model, meta, model_path = options.load_model(args.model, device)
+    n_bits = options.n_bits(args, meta)
+    face = _read_face(args.image, model, args.resize)
+    x = preprocess(face[None], n_bits, dequantize=False, device=device)
+    if args.reference is not None:
+        ref = _read_face(args.reference, model, args.resize)
+        x_ref = preprocess(ref[None], n_bits, dequantize=False, device=device)
+        _, space = _editing_tools(model, meta, model_path, args.data, n_bits, device, True)
+        edited = reference_transfer(model, x, x_ref, space, alpha=args.alpha)
+        how = f"expression of {args.reference}"
+    else:
+        k = options.require_classes(model, "label transfer")
+        if source is None:
+            trained = meta.get("classes") or list(EMOTIONS[:k])
+            candidates = [options.expression(c) for c in trained]
+            source = int(most_likely_classes(model, x, candidates)[0])
+            print(f"source expression (most likely under the model): {EMOTIONS[source]}")
+        stats, _ = _editing_tools(model, meta, model_path, args.data, n_bits, device, False)
+        edited = label_transfer(model, x, [source], [target], stats, alpha=args.alpha)
+        how = f"{EMOTIONS[source]} -> {EMOTIONS[target]}"
+    arr = postprocess(edited.float().cpu(), n_bits, full_range=True)[0].numpy()
+    pil = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0))
+    out = save_image(pil, args.out)
+    print(f"wrote {out} ({how})")
+    return 0
+
+
+COMMAND = Command(
+    name="transfer",
+    help="give a face another expression (by name or from a reference face)",
+    description="Encode a face, move its latent to the target expression (class-mean "
+    "difference) or take the expression part from a reference face (LDA subspace), decode.",
+    add_arguments=add_arguments,
+    run=run,
+    heavy=True,
+    order=2,
+)

@@ -1,0 +1,152 @@
+"""What the subcommands share: common flags, one-line error text, device/model/data loading.
+
+The flag groups (``--debug``/``--model`` for commands that use a trained model, ``--n-bits``/
+``--device`` for those that run it) and the help formatter keep every command's ``--help``
+alike; the helpers turn ``--model`` into a loaded model and its run metadata, and a model plus
+its run (or ``--data``) into the faces to work on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowkit.cli.config_flags import field_defaults
+from flowkit.data import EmotionSet, label_index, train_test_sets
+from flowkit.errors import CheckpointError, ConfigError
+from flowkit.training import TrainConfig, resolve_device, resolve_model_path
+from flowkit.training.checkpoint import find_run_meta, load_model_file
+
+__all__ = [
+    "HelpFormatter",
+    "add_debug",
+    "add_run_options",
+    "add_trained_model_args",
+    "data_for",
+    "device",
+    "expression",
+    "load_model",
+    "n_bits",
+    "one_line",
+    "require_classes",
+]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows a flag's default after its help, except a default meaning "not given" (None or an
+    empty list: the help text says what happens then); keeps descriptions and epilogs as
+    written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ------------------------------------------------------------------------------ flags
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the subcommand too (``flowkit sample --debug``)."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks"
+    )
+
+
+def add_trained_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` and ``--model``, shared by the subcommands that use a trained model."""
+    add_debug(parser)
+    parser.add_argument(
+        "--model", required=True, metavar="CKPT", help="model file, checkpoint or run folder"
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--n-bits`` and ``--device``, shared by the subcommands that use a trained model."""
+    parser.add_argument(
+        "--n-bits", type=int, help="bits of the model's data (default: from the run)"
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
+
+
+# ----------------------------------------------------------------------------- errors
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (a ``KeyError``'s quotes removed)."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------- loading
+def device(name: str) -> torch.device:
+    """``auto``, ``cpu`` or ``cuda`` as a torch device."""
+    return resolve_device(name)
+
+
+def load_model(spec: str, where: torch.device) -> tuple[nn.Module, dict[str, Any], Path]:
+    """(model in eval mode on ``where``, run metadata, model file) for a model file, checkpoint
+    folder or run folder."""
+    path = resolve_model_path(spec)
+    try:
+        model = load_model_file(path)
+    except (CheckpointError, FileNotFoundError):
+        raise
+    except Exception as err:  # a foreign file that the loader did not recognise cleanly
+        raise CheckpointError(f"{path} is not a flowkit model ({one_line(err)})") from err
+    model = model.to(where).eval()
+    return model, find_run_meta(path), path
+
+
+def n_bits(args: argparse.Namespace, meta: dict[str, Any]) -> int:
+    """``--n-bits``, else the run's, else 8."""
+    if getattr(args, "n_bits", None) is not None:
+        return int(args.n_bits)
+    return int(meta.get("n_bits", meta.get("config", {}).get("n_bits", 8)))
+
+
+def expression(name: str) -> int:
+    """Label index of an expression name (an unknown name lists the known ones)."""
+    return label_index(name)
+
+
+def require_classes(model: nn.Module, what: str) -> int:
+    """The model's number of classes; a :class:`ConfigError` naming ``what`` when it has none."""
+    k = getattr(model, "num_classes", None)
+    if not k:
+        raise ConfigError(f"this model has no class-conditional prior; {what} needs one")
+    return int(k)
+
+
+def data_for(
+    meta: dict[str, Any],
+    data: list[str] | None,
+    model: nn.Module,
+    split: str,
+    seed: int | None = None,
+) -> EmotionSet | None:
+    """The faces of ``split`` (train, test or all) of ``--data`` or else the run's own data, at
+    the model's size and split as in training (``seed``: another split); None when neither is
+    known."""
+    run_config = dict(meta.get("config", {}))
+    if not data and not run_config:
+        return None
+    settings = {**field_defaults(TrainConfig), **run_config}
+    c, h, _ = model.in_shape
+    train_set, test_set = train_test_sets(
+        list(data) if data else settings["data"],
+        image_size=h,
+        channels=c,
+        test_fraction=settings["test_fraction"],
+        seed=settings["seed"] if seed is None else seed,
+        synthetic_size=settings["synthetic_size"],
+    )
+    if split == "train":
+        return train_set
+    if split == "test":
+        return test_set
+    return train_set.merge(test_set)

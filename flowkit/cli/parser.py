@@ -1,0 +1,40 @@
+"""The ``flowkit`` argument parser: global flags plus one subparser per registered command."""
+
+from __future__ import annotations
+
+import argparse
+
+import flowkit
+from flowkit.cli import registry
+from flowkit.cli.options import HelpFormatter
+
+__all__ = ["build_parser"]
+
+DESCRIPTION = (
+    "Normalizing flows for facial expressions: train BPLF/Glow, sample faces of an expression, "
+    "move an expression onto another face, evaluate bits/dim, browse the zoo."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``flowkit [--version] [--debug] COMMAND ...`` with every command of the registry."""
+    parser = argparse.ArgumentParser(
+        prog="flowkit", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"flowkit {flowkit.__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in registry.commands():
+        command.add_arguments(
+            sub.add_parser(
+                command.name,
+                help=command.help,
+                description=command.description or command.help,
+                epilog=command.epilog,
+                usage=command.usage,
+                formatter_class=HelpFormatter,
+            )
+        )
+    return parser

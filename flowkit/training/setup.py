@@ -1,0 +1,153 @@
+"""What a run trains and starts from: its data sets, the model (with its speed settings), the
+data-dependent initialisation, and the state restored from a checkpoint on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowkit import performance, zoo
+from flowkit.data import EmotionSet, train_test_sets
+from flowkit.errors import CheckpointError, ConfigError
+from flowkit.training import checkpoint as ckpt
+from flowkit.training.batches import init_batch
+from flowkit.training.config import NUM_CLASSES, TrainConfig
+
+__all__ = [
+    "StartState",
+    "build_model",
+    "check_memory_saving",
+    "data_sets",
+    "enable_memory_saving",
+    "initialize",
+    "prepare_data",
+    "present_classes",
+    "restore",
+    "speed_settings",
+]
+
+
+def prepare_data(config: TrainConfig) -> tuple[EmotionSet, EmotionSet]:
+    """(train, test) :class:`~flowkit.data.EmotionSet` for ``config.data`` at the configured
+    size/channels (see :func:`flowkit.data.train_test_sets`)."""
+    return train_test_sets(
+        config.data,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        synthetic_size=config.synthetic_size,
+    )
+
+
+def data_sets(
+    config: TrainConfig, train_set: EmotionSet | None, test_set: EmotionSet | None
+) -> tuple[EmotionSet, EmotionSet]:
+    """The given sets, the missing ones loaded from ``config.data``; both must have the
+    configured image shape."""
+    if train_set is None or test_set is None:
+        loaded_train, loaded_test = prepare_data(config)
+        train_set = loaded_train if train_set is None else train_set
+        test_set = loaded_test if test_set is None else test_set
+    for name, part in (("train", train_set), ("test", test_set)):
+        if tuple(part.shape) != config.in_shape:
+            raise ConfigError(
+                f"{name} images have shape {tuple(part.shape)}, the config asks for "
+                f"{config.in_shape} (image_size={config.image_size}, channels={config.channels})"
+            )
+    return train_set, test_set
+
+
+def present_classes(emotion_set: EmotionSet) -> list[int]:
+    """The expression labels that occur in ``emotion_set``, ascending."""
+    return [int(k) for k in np.unique(np.asarray(emotion_set.labels))]
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """``zoo.build("model", config.model, in_shape, num_classes=8, **model_kwargs)``; the zoo
+    entry must be an image model (``data="image"``)."""
+    if zoo.get("model", config.model).data != "image":
+        raise ConfigError(
+            f"config: model {config.model!r} is not an image model (it takes no in_shape); "
+            f"the trainer trains images: {', '.join(zoo.names('model', data='image'))}"
+        )
+    return zoo.build(
+        "model",
+        config.model,
+        in_shape=config.in_shape,
+        num_classes=NUM_CLASSES,
+        **config.model_kwargs,
+    )
+
+
+def check_memory_saving(model: nn.Module, name: str) -> None:
+    """Name the model that cannot do memory-saving backprop (before :mod:`flowkit.performance`
+    would reject it with a message that does not say which config entry asked for it)."""
+    if not hasattr(model, "memory_saving"):
+        raise ConfigError(
+            f"config: memory_saving needs a multi-scale model (bplf, glow, realnvp); "
+            f"{name!r} has no memory-saving option"
+        )
+
+
+def enable_memory_saving(model: nn.Module, name: str) -> None:
+    """Switch on memory-saving backprop (through :mod:`flowkit.performance`), or name the model
+    that cannot do it."""
+    check_memory_saving(model, name)
+    performance.prepare(model, performance.Settings(memory_saving=True))
+
+
+def speed_settings(model: nn.Module, config: TrainConfig) -> performance.Settings:
+    """Apply ``config.precision`` / ``config.memory_saving`` through :mod:`flowkit.performance`
+    (the one route to the speed knobs) and return the settings for ``performance.mode``."""
+    settings = performance.Settings(precision=config.precision, memory_saving=config.memory_saving)
+    if settings.memory_saving:
+        check_memory_saving(model, config.model)
+    performance.prepare(model, settings)
+    return settings
+
+
+def initialize(
+    model: nn.Module, train_set: EmotionSet, config: TrainConfig, device: torch.device
+) -> None:
+    """Data-dependent initialisation (ActNorm, PCA) of a new run on this rank's shard of a
+    seeded first batch (see :func:`flowkit.training.batches.init_batch`)."""
+    x0, y0 = init_batch(
+        train_set, config.batch_size, config.seed, config.n_bits, config.hflip, device
+    )
+    model.initialize(x0, y0)
+
+
+@dataclass
+class StartState:
+    """Where the loop starts: the step, the skipped-step count and the wall time so far."""
+
+    step: int = 0
+    skipped: int = 0
+    wall_time_s: float = 0.0
+
+
+def restore(
+    checkpoint: ckpt.Checkpoint | None, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> StartState:
+    """Load a checkpoint's weights and optimiser state into the freshly built ``model`` (which
+    must have the same configuration); a new run starts at step 0."""
+    if checkpoint is None:
+        return StartState()
+    if checkpoint.model.config != model.config:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} holds a different model "
+            f"({checkpoint.model.config}) than the config builds ({model.config})"
+        )
+    model.load_state_dict(checkpoint.model.state_dict())
+    state = checkpoint.state
+    optimizer.load_state_dict(state["optimizer"])
+    return StartState(
+        step=int(state["step"]),
+        skipped=int(state.get("skipped_steps", 0)),
+        wall_time_s=float(state.get("wall_time_s", 0.0)),
+    )

@@ -1,0 +1,155 @@
+"""One optimisation step: the objective, the learning-rate schedule, Adam with gradient clipping,
+and what happens when a loss or gradient is not finite.
+
+One step::
+
+    x = preprocess(uint8 batch, n_bits)            # uniform dequantisation, x in [-0.5, 0.5)
+    loss = mean bits/dim of log p(x | y)           # class-conditional prior, y = emotion label
+    loss.backward(); clip_grad_norm_; adam.step()  # skipped (and counted) when not finite
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flowkit import distributed as fdist
+from flowkit import performance
+from flowkit.errors import FlowkitError
+from flowkit.training.batches import Batches, training_input
+from flowkit.training.config import TrainConfig
+
+__all__ = [
+    "NonFiniteGuard",
+    "Objective",
+    "StepOutcome",
+    "Stepper",
+    "TrainingDiverged",
+    "learning_rate",
+]
+
+
+class TrainingDiverged(FlowkitError, RuntimeError):
+    """Too many consecutive non-finite losses or gradients; the message names the step and the
+    last good checkpoint."""
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps`` then constant or cosine decay to
+    ``lr * min_lr_ratio`` at ``steps`` (``step`` counts from 0)."""
+    base = config.lr
+    if config.warmup_steps and step < config.warmup_steps:
+        return base * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return base
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = base * config.min_lr_ratio
+    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Objective(nn.Module):
+    """Mean bits/dim of ``log p(x | y)``: the module DDP wraps (its parameters are the model's)."""
+
+    def __init__(self, model: nn.Module, n_bits: int):
+        super().__init__()
+        self.model = model
+        self.n_bits = n_bits
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.model.bits_per_dim(x, y, n_bits=self.n_bits).mean()
+
+
+@dataclass
+class StepOutcome:
+    """What one step did: its learning rate, the loss (mean over ranks), the gradient norm
+    before clipping, and whether both were finite (else the update was skipped)."""
+
+    lr: float
+    loss: float
+    grad_norm: float
+    finite: bool
+
+
+class Stepper:
+    """Takes training steps: ``stepper(step)`` updates the model with the batch of ``step``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        objective: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: Batches,
+        settings: performance.Settings,
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.objective = objective
+        self.optimizer = optimizer
+        self.batches = batches
+        self.settings = settings
+        self.device = device
+        # The optimiser's parameters are the model's, in the model's order (the order matters:
+        # clip_grad_norm_ sums the squared norms in it).
+        groups = optimizer.param_groups
+        self.params = [p for group in groups for p in group["params"] if p.requires_grad]
+        self.clip = config.grad_clip if config.grad_clip > 0 else math.inf
+
+    def __call__(self, step: int) -> StepOutcome:
+        lr = learning_rate(self.config, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images, labels = self.batches.get(step)
+        x = training_input(images, self.config.n_bits, self.config.hflip, self.device)
+        y = labels.to(self.device)
+        with performance.mode(self.settings):
+            loss = self.objective(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        loss_value = fdist.all_reduce_mean(loss.detach().float())
+        # Gradients are already averaged over ranks, so this decision agrees everywhere.
+        finite = bool(torch.isfinite(loss_value)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        return StepOutcome(lr, float(loss_value), float(grad_norm), finite)
+
+
+class NonFiniteGuard:
+    """Counts skipped (non-finite) steps and stops the run after ``max_bad_steps`` in a row."""
+
+    def __init__(self, max_bad_steps: int, skipped: int = 0) -> None:
+        self.max_bad_steps = max_bad_steps
+        self.skipped = skipped
+        self.consecutive = 0
+        self.first_bad_step: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """No non-finite step since the last good one (a checkpoint now would be "good")."""
+        return self.consecutive == 0
+
+    def record(self, step: int, finite: bool, last_good: Callable[[], str]) -> None:
+        """Account for step ``step`` (0-based); raise :class:`TrainingDiverged` naming
+        ``last_good()`` when the run of non-finite steps is too long."""
+        if finite:
+            self.consecutive = 0
+            self.first_bad_step = None
+            return
+        self.skipped += 1
+        self.consecutive += 1
+        if self.first_bad_step is None:
+            self.first_bad_step = step + 1
+        if self.consecutive >= self.max_bad_steps:
+            raise TrainingDiverged(
+                f"training stopped at step {step + 1}: {self.consecutive} non-finite "
+                f"losses/gradients in a row (steps {self.first_bad_step}..{step + 1}, "
+                f"max_bad_steps={self.max_bad_steps}); last good checkpoint: "
+                f"{last_good()}. Lower --lr or raise warmup_steps / grad_clip."
+            )
