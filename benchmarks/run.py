@@ -17,6 +17,11 @@ markdown summary). Every configuration runs in a fresh child process:
   RSS (``ru_maxrss``) and minor page faults per step (``ru_minflt``), with and without raised
   glibc malloc thresholds (:data:`flowkit.allocator.MALLOC_ENV`), and the memory-saving presets
   under the start-up they are meant for (:data:`flowkit.allocator.LOW_MEMORY_ENV`).
+
+Why one file of ~1,100 lines: it is a script outside the library, and the child processes above
+re-enter it by name (``python -m benchmarks.run --child KIND``), so the whole measurement a
+report was made with is one file to read and pin. Its speed knobs are flowkit's own
+(:data:`flowkit.performance.PRESETS`), the same settings the trainer applies.
 """
 
 from __future__ import annotations

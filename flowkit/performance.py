@@ -122,7 +122,7 @@ def prepare(model: nn.Module, preset: str | Settings = "fast") -> nn.Module:
       their convolutions in NHWC (inputs are converted inside the convolution; the invertible
       arithmetic keeps the ordinary layout). ``False`` restores the contiguous layout.
     * ``memory_saving``: sets ``model.memory_saving`` (:class:`~flowkit.models.MultiScaleFlow`
-      runs each level's steps through :func:`flowkit.memory.invertible_checkpoint`).
+      runs each level through :func:`flowkit.layers.recompute.invertible_checkpoint`).
 
     * ``tune_malloc``: :func:`tune_malloc` for this process (a process-wide, opt-in setting).
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 from nflows.transforms import Transform
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowkit.errors import ConfigError, ShapeError
 
@@ -40,6 +40,19 @@ def as_shape(shape: Sequence[int], block: str) -> Shape:
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-sample totals of shape (B,)."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def cascade(
+    blocks: Sequence[nn.Module], x: Tensor, context: Tensor | None, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Run ``blocks`` in order (forward) or in reverse order through their inverses, summing the
+    log-dets (the chain rule); the context is passed to every block (nflows' contract: blocks
+    may ignore it). The one loop over a chain of blocks in flowkit."""
+    logabsdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    for block in reversed(blocks) if inverse else blocks:
+        x, ld = block.inverse(x, context) if inverse else block(x, context)
+        logabsdet = logabsdet + ld
+    return x, logabsdet
 
 
 class FlowTransform(Transform):

@@ -10,28 +10,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 
-import torch
 from nflows.transforms import Transform
 from torch import Tensor, nn
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.base import FlowTransform, Shape
+from flowkit.layers.base import FlowTransform, Shape, cascade
 from flowkit.layers.recipe import RecipeItem, build_recipe
+from flowkit.layers.recompute import invertible_checkpoint
 
 Blocks = Sequence[Transform | None] | Mapping[str, Transform | None]
-
-
-def cascade(
-    blocks: Sequence[nn.Module], x: Tensor, context: Tensor | None, inverse: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Run ``blocks`` in order (forward) or in reverse order through their inverses, summing the
-    log-dets; the context is passed to every block (nflows' contract: blocks may ignore it)."""
-    logabsdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-    for block in reversed(blocks) if inverse else blocks:
-        x, ld = block.inverse(x, context) if inverse else block(x, context)
-        logabsdet = logabsdet + ld
-    return x, logabsdet
 
 
 class FlowSequence(FlowTransform):
@@ -46,9 +34,10 @@ class FlowSequence(FlowTransform):
     ``out_shape`` must be the next block's ``in_shape``. An empty sequence is the identity on
     ``in_shape``. Sequences nest; :meth:`leaves` flattens them.
 
-    ``memory_saving=True`` makes a training forward pass keep only the output and recompute each
-    leaf block from its exact inverse in the backward pass (:mod:`flowkit.memory`): the same
-    gradients, activation memory that no longer grows with depth.
+    ``memory_saving=True`` makes a training forward pass keep only the output and recompute
+    each leaf block from its exact inverse in the backward pass
+    (:mod:`flowkit.layers.recompute`): the same gradients, activation memory that no longer
+    grows with depth.
 
     Reference: C. Durkan, A. Bekasov, I. Murray, G. Papamakarios. Neural Spline Flows.
     NeurIPS 2019 (nflows' ``CompositeTransform``); memory saving: A. N. Gomez et al. The
@@ -112,9 +101,6 @@ class FlowSequence(FlowTransform):
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.memory_saving:
-            # Imported here: flowkit.memory builds on this module (MemorySavingSequence).
-            from flowkit.memory import invertible_checkpoint
-
             return invertible_checkpoint(self.leaves(), x, context)
         return cascade(self.blocks, x, context)
 
