@@ -33,6 +33,7 @@ from flowkit import zoo
 from flowkit.distributed import all_reduce_mean, broadcast_
 from flowkit.errors import ConfigError, ShapeError
 from flowkit.layers.base import Shape, as_shape
+from flowkit.layers.pca import principal_axes
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -95,16 +96,12 @@ class PCAView(nn.Module):
             mean = all_reduce_mean(flat.mean(dim=0))
             second = all_reduce_mean(flat.T @ flat / flat.shape[0])
             covariance = second - torch.outer(mean, mean)
-            values, vectors = torch.linalg.eigh(covariance)  # ascending
+            axes, variances = principal_axes(covariance)
             k = self.components.shape[0]
-            top = vectors.flip(dims=(1,))[:, :k].T.contiguous()
-            # eigh's sign is arbitrary: make each component's largest entry positive.
-            pivot = top.abs().argmax(dim=1)
-            signs = torch.sign(top[torch.arange(k), pivot])
-            top = top * signs.unsqueeze(1)
+            top, values = axes[:k], variances[:k]
             self.mean.copy_(mean.to(self.mean.dtype))
             self.components.copy_(top.to(self.components.dtype))
-            self.explained_variance.copy_(values.flip(dims=(0,))[:k].clamp_min(0))
+            self.explained_variance.copy_(values)
             for buffer in (self.mean, self.components, self.explained_variance):
                 broadcast_(buffer)
             self.initialized.fill_(True)

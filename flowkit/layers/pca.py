@@ -18,18 +18,20 @@ from flowkit.layers.data_init import DataInitialized
 from flowkit.layers.lu import LUMatrix
 
 
-def complete_orthonormal_basis(rows: np.ndarray, features: int) -> np.ndarray:
-    """Extend ``k`` orthonormal rows ``(k, F)`` to an orthogonal ``(F, F)`` matrix whose first
-    ``k`` rows are ``rows`` unchanged. The extra rows come from a Householder QR of
-    ``[rowsᵀ | I]``, which is orthogonal whatever the rank of the padding."""
-    k = rows.shape[0]
-    if k >= features:
-        return rows[:features]
-    stacked = np.concatenate([rows.T, np.eye(features)], axis=1)
-    q, _ = np.linalg.qr(stacked, mode="reduced")  # (F, F); q[:, :k] spans rowsᵀ
-    basis = q.T.copy()
-    basis[:k] = rows
-    return basis
+def principal_axes(covariance: Tensor) -> tuple[Tensor, Tensor]:
+    """The principal axes of a symmetric covariance ``(F, F)``: an orthogonal ``(F, F)`` matrix
+    whose rows are the eigenvectors by decreasing variance, each signed so that its entry of
+    largest magnitude is positive (so a fit is reproducible), and the variances (clamped at 0).
+
+    The one PCA fit of flowkit: :class:`PCAProjection` and the conditioners' PCA view both use
+    it. ``torch.linalg.eigh`` on the covariance rather than an SVD of the samples, because the
+    covariance is what can be averaged across DDP ranks.
+    """
+    values, vectors = torch.linalg.eigh(covariance.to(torch.float64))  # ascending
+    axes = vectors.flip(dims=(1,)).T.contiguous()
+    pivot = axes.abs().argmax(dim=1)
+    signs = torch.sign(axes[torch.arange(axes.shape[0]), pivot])
+    return axes * signs.unsqueeze(1), values.flip(dims=(0,)).clamp_min(0)
 
 
 @zoo.register(
@@ -60,12 +62,12 @@ class PCAProjection(DataInitialized):
     Log-det per sample: ``positions · (-½ Σ log λᵢ [whiten] + log|det A| [learnable])`` — 0 for
     the plain projection, since ``|det V| = 1`` (``det V`` may be -1).
 
-    ``μ``, ``V`` and ``log λ`` are buffers fitted with scikit-learn's ``PCA`` (float64, all
-    components) on the first training-mode forward pass or by :meth:`fit` (which takes a large
-    tensor or numpy batch). They are never re-fitted after ``load_state_dict`` (the
-    ``initialized`` buffer). Under ``torch.distributed`` rank 0 fits and broadcasts. With fewer
-    samples than features the axes the data do not span are completed to an orthogonal basis
-    (QR) and every variance is floored at ``eps``, so the map stays invertible.
+    ``μ``, ``V`` and ``log λ`` are buffers fitted by :func:`principal_axes` (the eigenvectors of
+    the unbiased float64 covariance, all components) on the first training-mode forward pass or
+    by :meth:`fit` (which takes a large tensor or numpy batch). They are never re-fitted after
+    ``load_state_dict`` (the ``initialized`` buffer). Under ``torch.distributed`` rank 0 fits
+    and broadcasts. With fewer samples than features the eigenvectors still form an orthogonal
+    basis, and every variance is floored at ``eps``, so the map stays invertible.
 
     ``learnable=True`` keeps the fitted ``V`` fixed and learns ``A = P L (U + diag(s))`` (an
     :class:`~flowkit.layers.lu.LUMatrix` initialised to the identity) on top of it: the
@@ -141,10 +143,10 @@ class PCAProjection(DataInitialized):
         p = self.patch_size
         return rearrange(x, "b c (h i) (w j) -> b (c i j) (h w)", i=p, j=p)
 
-    def _samples(self, x: Tensor) -> np.ndarray:
-        """All feature vectors of a batch as a float64 ``(samples, F)`` array."""
+    def _samples(self, x: Tensor) -> Tensor:
+        """All feature vectors of a batch as a float64 ``(samples, F)`` CPU tensor."""
         feats = self._to_features(x.detach().to(device="cpu", dtype=torch.float64))
-        return feats.permute(0, 2, 1).reshape(-1, self.features).numpy()
+        return feats.permute(0, 2, 1).reshape(-1, self.features)
 
     def fit(self, x: Tensor | np.ndarray) -> PCAProjection:
         """Fit ``μ``, ``V`` and ``λ`` to a batch ``(N, *in_shape)`` (tensor or numpy array) and
@@ -159,24 +161,19 @@ class PCAProjection(DataInitialized):
             self.initialized.fill_(True)
         return self
 
-    def _fit_samples(self, samples: np.ndarray) -> None:
-        n, features = samples.shape
-        mean = samples.mean(axis=0)
+    def _fit_samples(self, data: Tensor) -> None:
+        n, features = data.shape
+        mean = data.mean(dim=0)
         if n >= 2:
-            # Imported here: scikit-learn (+ SciPy) costs ~85 MiB of RSS and ~1 s at import.
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=min(n, features), svd_solver="full").fit(samples)
-            mean = pca.mean_
-            axes = complete_orthonormal_basis(pca.components_, features)
-            variances = np.zeros(features)
-            variances[: pca.explained_variance_.shape[0]] = pca.explained_variance_
+            centred = data - mean
+            # The unbiased covariance (n - 1), as a PCA of the samples reports its variances.
+            axes, variances = principal_axes(centred.T @ centred / (n - 1))
         else:
-            axes, variances = np.eye(features), np.zeros(features)
-        log_eigenvalues = np.log(np.maximum(variances, self.eps))
-        self.mean.copy_(torch.from_numpy(mean))
-        self.components.copy_(torch.from_numpy(axes))
-        self.log_eigenvalues.copy_(torch.from_numpy(log_eigenvalues))
+            axes, variances = torch.eye(features, dtype=torch.float64), torch.zeros(features)
+        log_eigenvalues = torch.log(variances.to(torch.float64).clamp_min(self.eps))
+        self.mean.copy_(mean)
+        self.components.copy_(axes)
+        self.log_eigenvalues.copy_(log_eigenvalues)
 
     def _initialize(self, x: Tensor, context: Tensor | None) -> None:
         self.fit(x)
