@@ -91,3 +91,20 @@ def test_dataloader_batches_and_classes():
     order1 = [b[1].tolist() for b in make_dataloader(s, batch_size=3, seed=1)]
     order2 = [b[1].tolist() for b in make_dataloader(s, batch_size=3, seed=1)]
     assert order1 == order2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_bits", range(1, 9))
+def test_noise_at_the_top_of_a_bin_stays_in_the_bin(n_bits, dtype):
+    """The largest noise torch.rand can draw (the float just below 1) used to round k + u up to
+    k + 1, so one pixel in about a million came back one level too bright. Every level, with
+    the extreme noises, must come back as itself."""
+    from flowkit.data.preprocess import to_model_space
+
+    levels = torch.arange(2**n_bits, dtype=dtype)
+    below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
+    for u in (torch.zeros((), dtype=dtype), below_one):
+        x = to_model_space(levels, u.expand_as(levels), n_bits)
+        assert bool((x >= -0.5).all() and (x < 0.5).all())
+        back = postprocess(x, n_bits=n_bits).to(torch.int64)
+        assert torch.equal(back, levels.to(torch.int64) << (8 - n_bits))

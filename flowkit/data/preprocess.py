@@ -97,9 +97,23 @@ def preprocess(
         u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
     else:
         u = torch.full_like(k, 0.5)
-    # Divide with an exact power of two, so float rounding can never push k + u across a bin.
-    x = (k + u) / float(2**n_bits) - 0.5
+    x = to_model_space(k, u, n_bits)
     return x if device is None else x.to(device)
+
+
+#: The largest dequantisation noise used. ``torch.rand`` can return ``1 - 2**-24``, and
+#: ``k + u`` then rounds up to ``k + 1`` in float32 (and float64 rounds too for u within
+#: ``2**-45`` of 1): the face would land in the next bin and not come back. Capping ``u`` a
+#: little below 1 keeps every rounding step on the right side of the bin edge; it moves
+#: ``2**-14`` of the noise's mass onto one point, far below anything bits/dim resolves.
+U_MAX = 1.0 - 2.0**-14
+
+
+def to_model_space(k: torch.Tensor, u: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """``x = (k + min(u, U_MAX)) / 2**n_bits - 0.5`` for integer levels ``k`` and noise
+    ``u`` in ``[0, 1)``: always inside ``k``'s bin, so :func:`postprocess` returns ``k``."""
+    # Dividing by an exact power of two adds no rounding of its own.
+    return (k + u.clamp_max(U_MAX)) / float(2**n_bits) - 0.5
 
 
 def postprocess(x: Array, n_bits: int = 8, full_range: bool = False) -> torch.Tensor:

@@ -12,6 +12,7 @@ from flowkit.layers.data_init import DataInitialized, initialize
 from flowkit.layers.linear_coupling import LinearCoupling
 from flowkit.layers.lu import LUMatrix, PlainMatrix
 from flowkit.layers.pca import PCAProjection
+from flowkit.layers.sequence import FlowSequence
 from flowkit.layers.split import Split
 from flowkit.layers.squeeze import Squeeze
 
@@ -26,6 +27,7 @@ __all__ = [
     "Conditioner",
     "Coupling",
     "DataInitialized",
+    "FlowSequence",
     "FlowTransform",
     "InvertibleConv1x1",
     "LUMatrix",
