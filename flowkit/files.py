@@ -36,10 +36,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
     os.close(fd)
     tmp = Path(name)
-    # mkstemp creates the file private (0600); give it the mode an ordinary open() would.
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
+        # mkstemp creates the file private (0600), and some writers replace the file they are
+        # given: set the mode an ordinary open() would give, on what was written.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         # fsync before the rename: otherwise a crash can leave a renamed but empty file.
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
