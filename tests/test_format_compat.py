@@ -64,3 +64,28 @@ def test_old_run_folder_loads_and_resumes(tmp_path: Path) -> None:
     assert steps == [1, 2, 3]
     assert (run / "checkpoints" / "step-000003" / "model.safetensors").is_file()
     assert TrainConfig(**json.loads((run / "config.json").read_text())).steps == 3
+
+
+# The arguments make_fixture.py built each model with, spelled as a user writes them (recipe
+# items as plain names, the default recipes left out).
+AS_WRITTEN = {
+    "multiscale": dict(
+        in_shape=(1, 4, 4),
+        levels=2,
+        steps=1,
+        hidden=8,
+        step=["actnorm", ["additive_coupling", {"conditioner": "conv3x3"}], "reverse"],
+    ),
+    "realnvp_vector": dict(features=3, steps=2, hidden=8, num_classes=2),
+    "glow": dict(in_shape=(2, 4, 4), levels=2, steps=1, hidden=8),
+    "bplf": dict(in_shape=(1, 8, 8), levels=2, steps=1, hidden=8, num_classes=3),
+}
+
+
+@pytest.mark.parametrize("key", sorted(AS_WRITTEN))
+def test_a_fresh_model_has_the_config_of_the_old_file(key: str) -> None:
+    """Resume refuses a checkpoint whose config differs from the model the run's settings
+    build, so the same model must have the same config, whichever version wrote it."""
+    fresh = flowkit.zoo.build("model", key, **AS_WRITTEN[key])
+    assert fresh.config == REFERENCE[key]["config"]
+    assert flowkit.load(FIXTURE / f"{key}.safetensors").config == fresh.config

@@ -18,7 +18,7 @@ from torch import nn
 from flowkit.cli.config_flags import field_defaults
 from flowkit.data import EmotionSet, label_index, train_test_sets
 from flowkit.errors import CheckpointError, ConfigError
-from flowkit.training import TrainConfig, resolve_device, resolve_model_path
+from flowkit.training import TrainConfig, resolve_model_path
 from flowkit.training.checkpoint import find_run_meta, load_model_file
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "add_run_options",
     "add_trained_model_args",
     "data_for",
-    "device",
     "expression",
     "load_model",
     "n_bits",
@@ -83,11 +82,6 @@ def one_line(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------- loading
-def device(name: str) -> torch.device:
-    """``auto``, ``cpu`` or ``cuda`` as a torch device."""
-    return resolve_device(name)
-
-
 def load_model(spec: str, where: torch.device) -> tuple[nn.Module, dict[str, Any], Path]:
     """(model in eval mode on ``where``, run metadata, model file) for a model file, checkpoint
     folder or run folder."""

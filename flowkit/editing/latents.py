@@ -12,16 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowkit.devices import device_and_dtype
 from flowkit.modes import eval_mode
-
-
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        return p.device, p.dtype
-    for b in model.buffers():
-        if b.is_floating_point():
-            return b.device, b.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
 
 
 def latent_shape(model: nn.Module) -> tuple[int, ...]:
@@ -51,7 +43,7 @@ def encode(
     Returns:
         ``(B, D)`` latents on ``x``'s device, in the model's dtype.
     """
-    device, dtype = _device_dtype(model)
+    device, dtype = device_and_dtype(model)
     out = []
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
@@ -75,7 +67,7 @@ def decode(
 
     The exact inverse of :func:`encode` (up to floating-point rounding).
     """
-    device, dtype = _device_dtype(model)
+    device, dtype = device_and_dtype(model)
     shape = latent_shape(model)
     out = []
     with eval_mode(model):

@@ -48,10 +48,12 @@ def cascade(
     """Run ``blocks`` in order (forward) or in reverse order through their inverses, summing the
     log-dets (the chain rule); the context is passed to every block (nflows' contract: blocks
     may ignore it). The one loop over a chain of blocks in flowkit."""
-    logabsdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    logabsdet: Tensor | None = None
     for block in reversed(blocks) if inverse else blocks:
         x, ld = block.inverse(x, context) if inverse else block(x, context)
-        logabsdet = logabsdet + ld
+        logabsdet = ld if logabsdet is None else logabsdet + ld
+    if logabsdet is None:  # an empty chain is the identity
+        logabsdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
     return x, logabsdet
 
 

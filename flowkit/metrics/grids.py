@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from flowkit.data import EMOTIONS, postprocess
+from flowkit.devices import device_and_dtype
 from flowkit.files import atomic_path
 from flowkit.modes import eval_mode
 
@@ -90,7 +91,7 @@ def sample_grid(
     """A PIL grid, one row per expression in ``classes``, ``per_class`` samples each (fixed
     noise seed, so grids of successive steps are comparable)."""
     with eval_mode(model):
-        device = next(model.parameters()).device
+        device, _ = device_and_dtype(model)
         y = torch.tensor(classes, device=device).repeat_interleave(per_class)
         g = torch.Generator(device=device).manual_seed(seed)
         x = model.sample(len(y), y, temperature=temperature, generator=g)

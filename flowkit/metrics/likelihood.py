@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from flowkit.data import EmotionSet, preprocess
-from flowkit.editing.latents import _device_dtype
+from flowkit.devices import device_and_dtype
 from flowkit.modes import eval_mode
 
 __all__ = ["bits_per_dim", "evaluate_bits_per_dim"]
@@ -64,7 +64,7 @@ def evaluate_bits_per_dim(
         raise ValueError("bits_per_dim needs at least one image")
     if conditional is None:
         conditional = bool(getattr(model, "num_classes", None))
-    model_device, dtype = _device_dtype(model)
+    model_device, dtype = device_and_dtype(model)
     device = model_device if device is None else torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     # Sum per-image values in float64 and divide once: batch sizes may be uneven.

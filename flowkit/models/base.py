@@ -110,6 +110,13 @@ class FlowModel(FlowTransform):
             )
         return json.loads(json.dumps(jsonable({"model": name, **self._arguments})))
 
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The recorded constructor arguments in one canonical spelling (identity here). A
+        class whose arguments can be written several ways (a recipe item as ``"actnorm"`` or
+        ``["actnorm", {}]``, ``None`` for a default recipe) overrides it, so two models built
+        alike have equal configs, including models rebuilt from files of older versions."""
+        return arguments
+
     @property
     def memory_saving(self) -> bool:
         """Memory-saving backprop (:mod:`flowkit.memory`) for every block sequence of the
@@ -338,6 +345,6 @@ def _recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
                     raise ConfigError(f"{type(self).__name__}: *{name} cannot be recorded")
                 else:
                     arguments[name] = value
-            self._arguments = arguments
+            self._arguments = self.canonical_arguments(arguments)
 
     return init_and_record

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from nflows.transforms import Transform
@@ -15,7 +16,13 @@ from torch import Tensor, nn
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import Shape
-from flowkit.layers.recipe import RecipeItem, build_layer, build_recipe
+from flowkit.layers.recipe import (
+    RecipeItem,
+    build_layer,
+    build_recipe,
+    normalize_item,
+    normalize_recipe,
+)
 from flowkit.layers.sequence import FlowSequence
 from flowkit.models.base import FlowModel
 
@@ -144,6 +151,21 @@ class MultiScaleFlow(FlowModel):
                 f"{self.num_latent_dims}); a flow must keep it"
             )
         self._setup_prior()
+
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Recipes as ``[name, kwargs]`` items, the default step written out (the spelling
+        every saved MultiScaleFlow config has used)."""
+        canonical = dict(arguments)
+        name = type(self).__name__
+        if "step" in canonical:
+            step = DEFAULT_STEP if canonical["step"] is None else canonical["step"]
+            canonical["step"] = normalize_recipe(step, f"{name} step")
+        if "input_layers" in canonical:
+            canonical["input_layers"] = normalize_recipe(canonical["input_layers"], name)
+        for key in ("split", "squeeze"):
+            if canonical.get(key) is not None:
+                canonical[key] = normalize_item(canonical[key], f"{name} {key}")
+        return canonical
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         h, total = self.input_layers(x, context)

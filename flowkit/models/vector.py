@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.recipe import RecipeItem, build_recipe
+from flowkit.layers.recipe import RecipeItem, build_recipe, normalize_recipe
 from flowkit.layers.sequence import FlowSequence
 from flowkit.models.base import FlowModel
 
@@ -71,6 +72,12 @@ class VectorFlow(FlowModel):
             raise ConfigError(f"VectorFlow: the step recipe changes the shape {self.in_shape}")
         self.latent_shapes = [self.in_shape]
         self._setup_prior()
+
+    def canonical_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The step recipe as ``[name, kwargs]`` items, the default written out (the spelling
+        every saved VectorFlow config has used)."""
+        step = DEFAULT_VECTOR_STEP if arguments.get("step") is None else arguments["step"]
+        return {**arguments, "step": normalize_recipe(step, "VectorFlow step")}
 
     def sample(self, n: int, y=None, temperature: float | None = 1.0, generator=None) -> Tensor:
         """``n`` samples ``(n, D)`` at ``temperature`` (1.0: the model's own density)."""

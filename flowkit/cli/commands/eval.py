@@ -13,6 +13,7 @@ import torch
 from flowkit.cli import options
 from flowkit.cli.registry import Command
 from flowkit.data import EMOTIONS, preprocess
+from flowkit.devices import resolve_device
 from flowkit.errors import ConfigError
 from flowkit.metrics import evaluate_bits_per_dim, reconstruction_error
 from flowkit.metrics.flow_classifier import most_likely_classes
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the metrics and print them (``--json``: as JSON)."""
-    device = options.device(args.device)
+    device = resolve_device(args.device)
     for p in args.data or ():
         if not Path(p).exists():
             raise FileNotFoundError(f"data {p} does not exist")

@@ -11,6 +11,7 @@ import torch
 from flowkit.cli import options
 from flowkit.cli.registry import Command
 from flowkit.data import EMOTIONS, postprocess
+from flowkit.devices import resolve_device
 from flowkit.errors import ConfigError
 from flowkit.metrics import image_grid, save_image
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be positive, got {args.n}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
         raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
-    device = options.device(args.device)
+    device = resolve_device(args.device)
     # Validate the expression before the (slower) model load.
     wanted = None if args.expression == "all" else options.expression(args.expression)
     model, meta, _ = options.load_model(args.model, device)

@@ -14,6 +14,7 @@ from torch import nn
 from flowkit.cli import options
 from flowkit.cli.registry import Command
 from flowkit.data import EMOTIONS, DataError, postprocess, preprocess, read_image
+from flowkit.devices import resolve_device
 from flowkit.editing import (
     ExpressionSpace,
     LatentStatistics,
@@ -103,7 +104,7 @@ def _editing_tools(
 
 def run(args: argparse.Namespace) -> int:
     """Edit the face and write it."""
-    device = options.device(args.device)
+    device = resolve_device(args.device)
     target = None if args.to is None else options.expression(args.to)
     source = None if args.source is None else options.expression(args.source)
     model, meta, model_path = options.load_model(args.model, device)
