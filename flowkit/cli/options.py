@@ -32,6 +32,7 @@ __all__ = [
     "n_bits",
     "one_line",
     "require_classes",
+    "run_folder_of",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,6 +95,14 @@ def load_model(spec: str, where: torch.device) -> tuple[nn.Module, dict[str, Any
         raise CheckpointError(f"{path} is not a flowkit model ({one_line(err)})") from err
     model = model.to(where).eval()
     return model, find_run_meta(path), path
+
+
+def run_folder_of(model_path: Path) -> Path:
+    """The run folder of a model file (``RUN/model.safetensors`` or
+    ``RUN/checkpoints/step-N/model.safetensors``); else the file's own folder."""
+    if model_path.parent.parent.name == "checkpoints":
+        return model_path.parent.parent.parent
+    return model_path.parent
 
 
 def n_bits(args: argparse.Namespace, meta: dict[str, Any]) -> int:

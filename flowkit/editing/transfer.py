@@ -3,12 +3,20 @@
 Everything the edit does not touch is kept bit-for-bit up to float rounding, because the flow's
 inverse is exact: ``decode(encode(x)) == x``; an edit of size 0 returns the input.
 
-* :func:`label_transfer` — Fader-style editing to a target label (Lample et al., "Fader
-  Networks", NeurIPS 2017): ``z' = z + alpha * (mean_target - mean_source)``.
-* :func:`reference_transfer` — expression of a reference face onto another face (TDGAN's task)
-  through the LDA identity / expression split of :class:`~flowkit.editing.ExpressionSpace`.
+* :func:`label_transfer` — give faces a target expression by name. Two methods:
+  ``"condition"`` (:func:`~flowkit.editing.condition.condition_transfer`: encode under the
+  source label, decode under the target, for class-conditional flows) and ``"mean_shift"``
+  (Fader-style editing, Lample et al., "Fader Networks", NeurIPS 2017:
+  ``z' = z + alpha * (mean_target - mean_source)`` of the latent class means).
+* :func:`reference_transfer` — expression of a reference face onto another face (TDGAN's task):
+  ``"condition"`` swaps to the class the flow recognises in the reference; ``"lda"`` swaps the
+  LDA expression part of :class:`~flowkit.editing.ExpressionSpace`.
 * :func:`interpolate` — a path from the source expression to the target expression.
 * :func:`classify` — expression recognition from latents.
+
+``method="auto"`` (the default) picks condition swap for models whose blocks see the class
+(``class_context=True``) and the latent methods otherwise; ``benchmarks/transfer`` and
+``flowkit eval --transfer`` measure the choice (docs/tutorials/expression-transfer.md).
 
 Inputs and outputs are preprocessed float images in ``[-0.5, 0.5)`` (``flowkit.data.preprocess``),
 batch-wise, computed without gradients and in the model's eval mode.
@@ -16,19 +24,49 @@ batch-wise, computed without gradients and in the model's eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
+from flowkit.editing.condition import condition_transfer, is_class_conditional
 from flowkit.editing.latents import decode, encode
 from flowkit.editing.space import ExpressionSpace
 from flowkit.editing.statistics import LabelLike, LatentStatistics, as_labels
+from flowkit.errors import ConfigError
+from flowkit.metrics.flow_classifier import most_likely_classes
 
 _HIGH = 0.5 - 1e-6
+
+LABEL_METHODS = ("auto", "condition", "mean_shift")
+REFERENCE_METHODS = ("auto", "condition", "lda")
 
 
 def _finish(x: Tensor, clamp: bool) -> Tensor:
     # An edited latent can decode slightly outside the data range; postprocess would clip it too.
     return x.clamp(-0.5, _HIGH) if clamp else x
+
+
+def default_method(model: nn.Module) -> str:
+    """``"condition"`` when every block of ``model`` sees the class, else ``"latent"``."""
+    conditioned = is_class_conditional(model) and bool(getattr(model, "class_context", False))
+    return "condition" if conditioned else "latent"
+
+
+def _choose(method: str, allowed: tuple[str, ...], model: nn.Module, latent: str) -> str:
+    if method not in allowed:
+        raise ConfigError(f"method must be one of {', '.join(allowed)}; got {method!r}")
+    if method == "auto":
+        return "condition" if default_method(model) == "condition" else latent
+    return method
+
+
+def _check_latent_method(model: nn.Module, what: str, method: str) -> None:
+    if getattr(model, "class_context", False):
+        raise ConfigError(
+            f"{what} method={method!r} needs class-free latents, but every block of this model "
+            "sees the class; use method='condition'"
+        )
 
 
 @torch.no_grad()
@@ -37,27 +75,37 @@ def label_transfer(
     x: Tensor,
     source_labels: LabelLike,
     target_labels: LabelLike,
-    stats: LatentStatistics,
+    stats: LatentStatistics | None = None,
     alpha: float = 1.0,
     batch_size: int = 64,
     clamp: bool = True,
+    method: str = "auto",
 ) -> Tensor:
     """Move faces ``x`` from their expression to a target expression.
 
-    ``z' = z + alpha * (stats.mean(target) - stats.mean(source))``, decoded with the exact inverse.
-
     Args:
-        model: the flow the statistics were computed with.
+        model: the flow (for ``"mean_shift"``: the one the statistics were computed with).
         x: preprocessed faces ``(B, C, H, W)``.
         source_labels: the faces' expressions (one label for all, or ``(B,)``; ints or names).
         target_labels: the wanted expressions (one or ``(B,)``).
-        stats: :class:`LatentStatistics` of labelled faces.
-        alpha: edit strength (0: unchanged, 1: full class-mean difference, > 1: exaggerated).
+        stats: :class:`LatentStatistics` of labelled faces (needed by ``"mean_shift"``).
+        alpha: edit strength (0: unchanged, 1: full edit, > 1: exaggerated).
         clamp: clip the decoded images to ``[-0.5, 0.5)``.
+        method: ``"condition"`` (condition swap), ``"mean_shift"``
+            (``z' = z + alpha * (stats.mean(target) - stats.mean(source))``) or ``"auto"``
+            (condition swap for models built with ``class_context=True``).
 
     Returns:
         Edited faces, same shape as ``x``.
     """
+    method = _choose(method, LABEL_METHODS, model, "mean_shift")
+    if method == "condition":
+        return condition_transfer(
+            model, x, source_labels, target_labels, alpha, batch_size=batch_size, clamp=clamp
+        )
+    _check_latent_method(model, "label_transfer", method)
+    if stats is None:
+        raise ConfigError("label_transfer with method='mean_shift' needs stats (LatentStatistics)")
     b = x.shape[0]
     z = encode(model, x, batch_size=batch_size)
     delta = stats.direction(as_labels(source_labels, b), as_labels(target_labels, b))
@@ -69,21 +117,46 @@ def reference_transfer(
     model: nn.Module,
     x: Tensor,
     reference_x: Tensor,
-    space: ExpressionSpace,
+    space: ExpressionSpace | None = None,
     alpha: float = 1.0,
     batch_size: int = 64,
     clamp: bool = True,
+    method: str = "auto",
+    source_labels: LabelLike | None = None,
+    candidates: Sequence[int] | None = None,
 ) -> Tensor:
     """Give faces ``x`` the expression of ``reference_x`` and keep their identity.
 
-    ``z' = z + alpha * P (z_ref - z)`` with ``P`` the projection on the LDA expression subspace
-    of ``space`` (see :class:`ExpressionSpace`). ``reference_x`` has one row (applied to every
-    face) or ``B`` rows (pairwise).
+    ``reference_x`` has one row (applied to every face) or ``B`` rows (pairwise).
+
+    Methods:
+        ``"condition"``: the flow recognises the reference's expression (Bayes' rule over
+        ``candidates``, default all its classes) and the face is condition-swapped to it
+        (its own expression: ``source_labels``, or recognised the same way).
+        ``"lda"``: ``z' = z + alpha * P (z_ref - z)`` with ``P`` the projection on the LDA
+        expression subspace of ``space`` (see :class:`ExpressionSpace`).
+        ``"auto"``: condition swap for models built with ``class_context=True``, else LDA.
     """
     if reference_x.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"reference_x must have 1 or {x.shape[0]} rows, got {reference_x.shape[0]}"
         )
+    method = _choose(method, REFERENCE_METHODS, model, "lda")
+    if method == "condition":
+        classes = list(range(int(model.num_classes))) if candidates is None else list(candidates)
+        target = most_likely_classes(model, reference_x, classes)
+        if reference_x.shape[0] == 1:
+            target = target.expand(x.shape[0])
+        if source_labels is None:
+            source = most_likely_classes(model, x, classes)
+        else:
+            source = as_labels(source_labels, x.shape[0])
+        return condition_transfer(
+            model, x, source, target, alpha, batch_size=batch_size, clamp=clamp
+        )
+    _check_latent_method(model, "reference_transfer", method)
+    if space is None:
+        raise ConfigError("reference_transfer with method='lda' needs space (ExpressionSpace)")
     z = encode(model, x, batch_size=batch_size)
     z_ref = encode(model, reference_x, batch_size=batch_size)
     return _finish(decode(model, space.swap(z, z_ref, alpha), batch_size=batch_size), clamp)

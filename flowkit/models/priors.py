@@ -92,6 +92,28 @@ class ClassConditionalGaussian(nn.Module):
         )
         return torch.logsumexp(per_class, dim=1) - math.log(self.num_classes)
 
+    def transport(self, z: Tensor, source: Tensor, target: Tensor) -> Tensor:
+        """Move latents of class ``source`` to class ``target`` keeping their standardised
+        position: ``mu_t + sigma_t * (z - mu_s) / sigma_s``, the optimal transport map between
+        the two diagonal Gaussians (so ``z ~ N(mu_s, sigma_s)`` lands on ``N(mu_t, sigma_t)``).
+
+        ``source`` / ``target`` are labels ``(B,)`` or per-sample class weights ``(B, K)``
+        (a blend of classes: mean and log-scale are mixed with those weights).
+        """
+        flat = z.reshape(z.shape[0], -1)
+
+        def moments(classes: Tensor) -> tuple[Tensor, Tensor]:
+            if classes.dtype.is_floating_point:
+                weights = classes.to(flat.dtype)
+                return weights @ self.mean.to(flat.dtype), weights @ self.log_scale.to(flat.dtype)
+            labels = as_labels(classes, z.shape[0], num_classes=self.num_classes, device=z.device)
+            return self.mean[labels].to(flat.dtype), self.log_scale[labels].to(flat.dtype)
+
+        mean_s, log_scale_s = moments(source)
+        mean_t, log_scale_t = moments(target)
+        moved = mean_t + torch.exp(log_scale_t - log_scale_s) * (flat - mean_s)
+        return moved.reshape(z.shape)
+
     def sample(
         self,
         n: int,

@@ -14,6 +14,7 @@ from torch import nn
 
 from flowkit.data import EMOTIONS, EmotionSet, postprocess, preprocess
 from flowkit.editing import ExpressionSpace, LatentStatistics, encode, label_transfer
+from flowkit.editing.transfer import default_method
 from flowkit.metrics import expression_accuracy, train_expression_classifier
 from flowkit.metrics.grids import image_grid, save_image
 from flowkit.modes import eval_mode
@@ -33,8 +34,12 @@ def _pre(images: np.ndarray, n_bits: int, device: torch.device) -> torch.Tensor:
 
 def fit_editing(
     model: nn.Module, emotion_set: EmotionSet, n_bits: int, device: torch.device, seed: int = 0
-) -> tuple[LatentStatistics, ExpressionSpace | None]:
-    """Per-expression latent means and the LDA expression space of (up to 2000) faces."""
+) -> tuple[LatentStatistics | None, ExpressionSpace | None]:
+    """Per-expression latent means and the LDA expression space of (up to 2000) faces; both
+    None for a model whose blocks see the class (it edits by condition swap, and its latents
+    only exist given a label)."""
+    if default_method(model) == "condition":
+        return None, None
     n = len(emotion_set)
     idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, MAX_FIT_IMAGES)])
     x = _pre(emotion_set.images[idx], n_bits, device)
@@ -85,7 +90,8 @@ def editing_outputs(
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed)
-    stats.save(run_dir / STATS_FILE)
+    if stats is not None:
+        stats.save(run_dir / STATS_FILE)
     if space is not None:
         space.save(run_dir / SPACE_FILE)
     if len(classes) < 2:
@@ -107,7 +113,12 @@ def editing_outputs(
         col_labels=["input"] + [EMOTIONS[c] for c in classes],
     )
     save_image(grid, run_dir / "transfer.png")
-    out["transfer_grid"] = f"{b} test faces x {k} target expressions (label transfer, alpha 1)"
+    how = (
+        default_method(model)
+        .replace("latent", "latent mean shift")
+        .replace("condition", "condition swap")
+    )
+    out["transfer_grid"] = f"{b} test faces x {k} target expressions (label transfer, {how})"
     if space is not None:
         # The LDA on latents doubles as an expression recogniser: how often does an edited face
         # land in its target class, and how well are real test faces recognised?
@@ -130,7 +141,7 @@ def _classifier_metrics(
     train_set: EmotionSet,
     test_set: EmotionSet,
     classes: list[int],
-    stats: LatentStatistics,
+    stats: LatentStatistics | None,
     device: torch.device,
 ) -> dict[str, Any]:
     """Expression accuracy (flowkit.metrics' CNN classifier) of samples and label transfers."""

@@ -18,6 +18,7 @@ from flowkit.devices import resolve_device
 from flowkit.editing import (
     ExpressionSpace,
     LatentStatistics,
+    default_method,
     label_transfer,
     reference_transfer,
 )
@@ -102,6 +103,13 @@ def _editing_tools(
     return stats, space
 
 
+def _trained_classes(model: nn.Module, meta: dict[str, Any]) -> list[int] | None:
+    """The expressions the model was trained on (the run's ``classes``), else all of its own."""
+    k = getattr(model, "num_classes", None)
+    trained = meta.get("classes") or (list(EMOTIONS[:k]) if k else None)
+    return None if trained is None else [options.expression(c) for c in trained]
+
+
 def run(args: argparse.Namespace) -> int:
     """Edit the face and write it."""
     device = resolve_device(args.device)
@@ -114,17 +122,21 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None:
         ref = _read_face(args.reference, model, args.resize)
         x_ref = preprocess(ref[None], n_bits, dequantize=False, device=device)
-        _, space = _editing_tools(model, meta, model_path, args.data, n_bits, device, True)
-        edited = reference_transfer(model, x, x_ref, space, alpha=args.alpha)
+        space, candidates = None, _trained_classes(model, meta)
+        if default_method(model) == "latent":
+            _, space = _editing_tools(model, meta, model_path, args.data, n_bits, device, True)
+        edited = reference_transfer(
+            model, x, x_ref, space, alpha=args.alpha, source_labels=source, candidates=candidates
+        )
         how = f"expression of {args.reference}"
     else:
-        k = options.require_classes(model, "label transfer")
+        options.require_classes(model, "label transfer")
         if source is None:
-            trained = meta.get("classes") or list(EMOTIONS[:k])
-            candidates = [options.expression(c) for c in trained]
-            source = int(most_likely_classes(model, x, candidates)[0])
+            source = int(most_likely_classes(model, x, _trained_classes(model, meta))[0])
             print(f"source expression (most likely under the model): {EMOTIONS[source]}")
-        stats, _ = _editing_tools(model, meta, model_path, args.data, n_bits, device, False)
+        stats = None
+        if default_method(model) == "latent":
+            stats, _ = _editing_tools(model, meta, model_path, args.data, n_bits, device, False)
         edited = label_transfer(model, x, [source], [target], stats, alpha=args.alpha)
         how = f"{EMOTIONS[source]} -> {EMOTIONS[target]}"
     arr = postprocess(edited.float().cpu(), n_bits, full_range=True)[0].numpy()
@@ -137,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="transfer",
     help="give a face another expression (by name or from a reference face)",
-    description="Encode a face, move its latent to the target expression (class-mean "
-    "difference) or take the expression part from a reference face (LDA subspace), decode.",
+    description="Encode a face under its expression and decode it under the target one "
+    "(condition swap, for models trained with class_context) or move its latent by the "
+    "class-mean difference; with --reference, the expression the model recognises in the "
+    "reference face (condition swap) or its LDA expression part.",
     add_arguments=add_arguments,
     run=run,
     heavy=True,
