@@ -2,12 +2,14 @@
 
 Each ``examples/*.py`` is run as ``python examples/NAME.py --small`` in a subprocess (plus
 ``--out TMP/out`` when the script takes an ``--out`` option — ``TMP/out.png`` when its default
-is a ``.png`` file) and must exit with status 0. The small
-modes together are meant to stay within a few minutes on 2 CPU cores.
+is a ``.png`` file) and must exit with status 0; examples listed in ``OUTPUT_CHECKS`` have their
+outputs checked too. The small modes together are meant to stay within a few minutes on 2 CPU
+cores.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +20,39 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
+
+
+def check_expression_transfer(out: Path) -> None:
+    """The benchmark's files per dataset and the combined ones; the baselines and the
+    flow's four methods (condition swap and latent, by label and by reference) are scored,
+    rates in [0, 1]."""
+    for name in ("report.json", "report.md", "grid.png"):
+        assert (out / "synthetic" / name).is_file(), f"no synthetic/{name} in {out}"
+    combined = json.loads((out / "transfer.json").read_text())
+    assert list(combined) == ["synthetic"]  # --small: synthetic only
+    assert "## synthetic" in (out / "transfer.md").read_text()
+    report = json.loads((out / "synthetic" / "report.json").read_text())
+    assert report == combined["synthetic"]
+    assert 0 < report["info"]["transfers"] <= 40
+    methods = report["summary"]
+    assert {"unedited source", "pixel mean shift"} <= set(methods)
+    assert any(m.startswith("PCA(") and m.endswith("mean shift") for m in methods), list(methods)
+    flow = {
+        "label_transfer condition",
+        "reference_transfer condition",
+        "label_transfer mean_shift",
+        "reference_transfer lda",
+    }
+    assert flow <= set(methods)
+    assert set(report["comparisons"]) == flow  # each flow method against each baseline
+    for method, scores in methods.items():
+        for score in ("recognised", "identity", "artifacts"):
+            assert 0.0 <= scores[score]["mean"] <= 1.0, (method, score, scores[score])
+        assert -1.0 <= scores["ssim"]["mean"] <= 1.0, (method, scores["ssim"])
+
+
+# Output checks after a successful small run, given the --out folder.
+OUTPUT_CHECKS = {"expression_transfer.py": check_expression_transfer}
 
 
 def test_examples_exist():
@@ -50,3 +85,5 @@ def test_example_runs_small(name, tmp_path):
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(command)} exited {proc.returncode}:\n{output[-4000:]}"
+    if name in OUTPUT_CHECKS:
+        OUTPUT_CHECKS[name](tmp_path / "out")

@@ -507,11 +507,11 @@ def test_transfer_method_choice_on_a_class_context_model(context_model):
     x = _faces(2)
     assert is_class_conditional(context_model)
     with pytest.raises(ConfigError):
-        label_transfer(context_model, x, 0, 1, method="mean_shift")
+        label_transfer(context_model, x, 0, 1, method="mean_shift")  # needs stats
     with pytest.raises(ConfigError):
         label_transfer(context_model, x, 0, 1, method="no_such_method")
     with pytest.raises(ConfigError):
-        reference_transfer(context_model, x, x[:1], method="lda")
+        reference_transfer(context_model, x, x[:1], method="lda")  # needs a space
     with pytest.raises(ConfigError):
         reference_transfer(context_model, x, x[:1], method="no_such_method")
     # "auto" on a class_context model is the condition swap.
@@ -521,3 +521,25 @@ def test_transfer_method_choice_on_a_class_context_model(context_model):
         rtol=0,
         atol=1e-6,
     )
+
+
+def test_latent_methods_on_a_class_context_model_use_the_uniform_class_mixture(context_model):
+    """Without a label, a model whose blocks see the class is encoded under the uniform class
+    mixture (weights 1/K), one fixed invertible map: the mean shift equals that by hand."""
+    from flowkit.editing import LatentStatistics
+
+    x = _faces(4)
+    k = context_model.num_classes
+    uniform = torch.full((4, k), 1.0 / k)
+    with torch.no_grad():
+        z, _ = context_model(x, uniform)
+    labels = torch.tensor([0, 1, 2, 1])
+    stats = LatentStatistics.from_latents(z, labels)
+    delta = stats.means[2] - stats.means[labels]
+    with torch.no_grad():
+        expected, _ = context_model.inverse(z + delta, uniform)
+    got = label_transfer(context_model, x, labels, 2, stats, method="mean_shift", clamp=False)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # Moving a face to its own class is the identity (exact inverse under the same context).
+    same = label_transfer(context_model, x, labels, labels, stats, method="mean_shift", clamp=False)
+    torch.testing.assert_close(same, x, rtol=0, atol=1e-5)

@@ -1,7 +1,10 @@
 """Batch-wise encoding to flat latents and decoding back, for any flowkit flow.
 
 A flowkit model maps ``x (B, C, H, W) -> z (B, D)`` with an exact inverse
-(:class:`~flowkit.models.FlowModel`). Any other
+(:class:`~flowkit.models.FlowModel`). A model whose blocks see the class (``class_context``)
+has latents only under a condition: without one, editing uses the uniform class mixture
+(``1/K`` for every class, :func:`neutral_context`), one fixed invertible map for every face, so
+class means, LDA subspaces and recognition work on its latents as on any other flow's. Any other
 :class:`~flowkit.layers.base.FlowTransform` works too: its output is flattened here and reshaped
 to its ``out_shape`` before the inverse, so editing can be tried on a single layer or a small
 hand-made stack.
@@ -14,6 +17,15 @@ from torch import Tensor, nn
 
 from flowkit.devices import device_and_dtype
 from flowkit.modes import eval_mode
+
+
+def neutral_context(model: nn.Module, n: int) -> Tensor | None:
+    """``(n, K)`` uniform class weights for a model whose blocks see the class, else None."""
+    if not getattr(model, "class_context", False):
+        return None
+    k = int(model.num_classes)
+    device, dtype = device_and_dtype(model)
+    return torch.full((n, k), 1.0 / k, device=device, dtype=dtype)
 
 
 def latent_shape(model: nn.Module) -> tuple[int, ...]:
@@ -36,14 +48,15 @@ def encode(
     Args:
         model: a flow (data -> latent), e.g. :class:`flowkit.models.BPLF`.
         x: preprocessed images ``(B, *model.in_shape)`` (floats in ``[-0.5, 0.5)``).
-        context: optional per-sample context passed to the flow (rarely needed: BPLF's class
-            condition lives in its prior, not in the invertible map).
+        context: optional per-sample context passed to the flow (labels or class weights);
+            default :func:`neutral_context`.
         batch_size: rows per forward pass.
 
     Returns:
         ``(B, D)`` latents on ``x``'s device, in the model's dtype.
     """
     device, dtype = device_and_dtype(model)
+    context = neutral_context(model, x.shape[0]) if context is None else context
     out = []
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
@@ -69,6 +82,7 @@ def decode(
     """
     device, dtype = device_and_dtype(model)
     shape = latent_shape(model)
+    context = neutral_context(model, z.shape[0]) if context is None else context
     out = []
     with eval_mode(model):
         for start in range(0, z.shape[0], batch_size):

@@ -61,14 +61,6 @@ def _choose(method: str, allowed: tuple[str, ...], model: nn.Module, latent: str
     return method
 
 
-def _check_latent_method(model: nn.Module, what: str, method: str) -> None:
-    if getattr(model, "class_context", False):
-        raise ConfigError(
-            f"{what} method={method!r} needs class-free latents, but every block of this model "
-            "sees the class; use method='condition'"
-        )
-
-
 @torch.no_grad()
 def label_transfer(
     model: nn.Module,
@@ -103,13 +95,29 @@ def label_transfer(
         return condition_transfer(
             model, x, source_labels, target_labels, alpha, batch_size=batch_size, clamp=clamp
         )
-    _check_latent_method(model, "label_transfer", method)
     if stats is None:
         raise ConfigError("label_transfer with method='mean_shift' needs stats (LatentStatistics)")
     b = x.shape[0]
     z = encode(model, x, batch_size=batch_size)
     delta = stats.direction(as_labels(source_labels, b), as_labels(target_labels, b))
     return _finish(decode(model, z + alpha * delta.to(z), batch_size=batch_size), clamp)
+
+
+@torch.no_grad()
+def recognise(
+    model: nn.Module,
+    x: Tensor,
+    space: ExpressionSpace | None = None,
+    candidates: Sequence[int] | None = None,
+    batch_size: int = 64,
+) -> Tensor:
+    """Expression labels ``(B,)`` of faces: the LDA of ``space`` on their latents when given
+    (a discriminative read-out, far more accurate on held-out people than the likelihood),
+    else the class under which the flow finds them most likely, among ``candidates``."""
+    if space is not None:
+        return space.classify(encode(model, x, batch_size=batch_size)).cpu()
+    classes = list(range(int(model.num_classes))) if candidates is None else list(candidates)
+    return most_likely_classes(model, x, classes)
 
 
 @torch.no_grad()
@@ -130,12 +138,16 @@ def reference_transfer(
     ``reference_x`` has one row (applied to every face) or ``B`` rows (pairwise).
 
     Methods:
-        ``"condition"``: the flow recognises the reference's expression (Bayes' rule over
-        ``candidates``, default all its classes) and the face is condition-swapped to it
-        (its own expression: ``source_labels``, or recognised the same way).
+        ``"condition"``: the reference's expression is recognised (:func:`recognise`: the LDA
+        of ``space`` on its latents, else the flow's Bayes rule over ``candidates``) and the
+        face is condition-swapped to it (its own expression: ``source_labels``, or recognised
+        the same way).
         ``"lda"``: ``z' = z + alpha * P (z_ref - z)`` with ``P`` the projection on the LDA
         expression subspace of ``space`` (see :class:`ExpressionSpace`).
         ``"auto"``: condition swap for models built with ``class_context=True``, else LDA.
+
+    Models built with ``class_context=True`` encode under the uniform class mixture for the
+    LDA (:func:`flowkit.editing.latents.neutral_context`).
     """
     if reference_x.shape[0] not in (1, x.shape[0]):
         raise ValueError(
@@ -143,18 +155,16 @@ def reference_transfer(
         )
     method = _choose(method, REFERENCE_METHODS, model, "lda")
     if method == "condition":
-        classes = list(range(int(model.num_classes))) if candidates is None else list(candidates)
-        target = most_likely_classes(model, reference_x, classes)
+        target = recognise(model, reference_x, space, candidates, batch_size)
         if reference_x.shape[0] == 1:
             target = target.expand(x.shape[0])
         if source_labels is None:
-            source = most_likely_classes(model, x, classes)
+            source = recognise(model, x, space, candidates, batch_size)
         else:
             source = as_labels(source_labels, x.shape[0])
         return condition_transfer(
             model, x, source, target, alpha, batch_size=batch_size, clamp=clamp
         )
-    _check_latent_method(model, "reference_transfer", method)
     if space is None:
         raise ConfigError("reference_transfer with method='lda' needs space (ExpressionSpace)")
     z = encode(model, x, batch_size=batch_size)

@@ -80,12 +80,17 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, data_range: float | Non
 
 @torch.no_grad()
 def reconstruction_error(
-    model: nn.Module, x: Tensor, batch_size: int = 64, reduction: str = "max"
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int = 64,
+    reduction: str = "max",
+    context: Tensor | None = None,
 ) -> float:
     """``|decode(encode(x)) - x|`` through the flow's exact inverse: ``"max"`` (default) or
-    ``"mean"`` absolute error, in the units of ``x`` (preprocessed: one 8-bit level is 1/256)."""
+    ``"mean"`` absolute error, in the units of ``x`` (preprocessed: one 8-bit level is 1/256).
+    ``context``: per-row labels for models whose blocks see the class (``class_context``)."""
     if reduction not in ("max", "mean"):
         raise ValueError(f"reduction must be 'max' or 'mean', got {reduction!r}")
-    z = encode(model, x, batch_size=batch_size)
-    err = (decode(model, z, batch_size=batch_size) - x.to(z.device, z.dtype)).abs()
+    z = encode(model, x, context, batch_size=batch_size)
+    err = (decode(model, z, context, batch_size=batch_size) - x.to(z.device, z.dtype)).abs()
     return float(err.max() if reduction == "max" else err.mean())

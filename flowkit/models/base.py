@@ -166,6 +166,17 @@ class FlowModel(FlowTransform):
             for part, shape in zip(z.split(sizes, dim=1), self.latent_shapes, strict=True)
         ]
 
+    def standardize_latents(self, z: Tensor, y: Any = None) -> Tensor:
+        """Flat latents ``(B, D)`` with the top level whitened by the prior of class ``y``
+        (``(z - mu_y) / sigma_y``); the factored levels already are. Every entry is then
+        ``N(0, 1)`` under the model."""
+        latents = self.unflatten_latents(z)
+        labels = self._labels(y, z.shape[0], z.device) if y is not None else None
+        if labels is None and self.num_classes:
+            raise ConfigError("standardize_latents of a class-conditional model needs labels")
+        latents[-1] = self.prior.standardize(latents[-1], labels)
+        return self.flatten_latents(latents)
+
     # ----- context ---------------------------------------------------------------------------
 
     def _context(self, context: Tensor | None, batch: int, dtype: torch.dtype) -> Tensor | None:

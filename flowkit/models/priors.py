@@ -36,6 +36,10 @@ class StandardNormal(nn.Module):
     def log_prob(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return standard_normal_log_prob(z)
 
+    def standardize(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """``z`` itself: it is already standard normal."""
+        return z
+
     def sample(
         self,
         n: int,
@@ -91,6 +95,14 @@ class ClassConditionalGaussian(nn.Module):
             dim=1,
         )
         return torch.logsumexp(per_class, dim=1) - math.log(self.num_classes)
+
+    def standardize(self, z: Tensor, y: Tensor) -> Tensor:
+        """``(z - mu_y) / sigma_y``: the standard-normal noise that ``z`` is under class ``y``."""
+        labels = as_labels(y, z.shape[0], num_classes=self.num_classes, device=z.device)
+        flat = z.reshape(z.shape[0], -1)
+        mean = self.mean[labels].to(flat.dtype)
+        standardised = (flat - mean) * torch.exp(-self.log_scale[labels].to(flat.dtype))
+        return standardised.reshape(z.shape)
 
     def transport(self, z: Tensor, source: Tensor, target: Tensor) -> Tensor:
         """Move latents of class ``source`` to class ``target`` keeping their standardised

@@ -59,6 +59,11 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this value (0 disables).
         n_bits: bits per pixel kept (uniform dequantisation; bits/dim are of n-bit images).
         hflip: random left-right mirroring of training images.
+        pair_weight: weight of the pair-consistency term (0 disables): same-person pairs of
+            two expressions should have equal standardised latents under their labels, which
+            makes condition-swap transfer keep the person (:mod:`flowkit.training.pairs`;
+            needs subject ids; the logged train loss includes the term).
+        pair_batch: same-person pairs added to each step's batch when ``pair_weight > 0``.
         eval_every: steps between test bits/dim evaluations (0 disables; a final evaluation
             is always run).
         sample_every: steps between sample grids (0 disables; a final grid is always written).
@@ -104,6 +109,8 @@ class TrainConfig:
     grad_clip: float = 50.0
     n_bits: int = 5
     hflip: bool = False
+    pair_weight: float = 0.0
+    pair_batch: int = 16
     eval_every: int = 250
     sample_every: int = 500
     checkpoint_every: int = 250
@@ -137,7 +144,14 @@ class TrainConfig:
                 bound = ">= 0" if allow_zero else "> 0"
                 raise ConfigError(f"config: {name} must be a number {bound}, got {value!r}")
 
-        for name in ("steps", "batch_size", "image_size", "synthetic_size", "max_bad_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "image_size",
+            "synthetic_size",
+            "max_bad_steps",
+            "pair_batch",
+        ):
             positive(name)
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"config: {name} must be an integer, got {getattr(self, name)!r}")
@@ -151,8 +165,11 @@ class TrainConfig:
             "grad_clip",
             "num_workers",
             "min_lr_ratio",
+            "pair_weight",
         ):
             positive(name, allow_zero=True)
+        if not math.isfinite(self.pair_weight):
+            raise ConfigError(f"config: pair_weight must be finite, got {self.pair_weight!r}")
         positive("lr")
         positive("temperature", allow_zero=True)
         positive("samples_per_class")

@@ -32,6 +32,7 @@ from flowkit.metrics import evaluate_bits_per_dim, reconstruction_error, sample_
 from flowkit.training.batches import Batches
 from flowkit.training.config import TrainConfig
 from flowkit.training.hooks import Checkpointer, PeriodicHooks, ProgressBar
+from flowkit.training.pairs import PairBatches
 from flowkit.training.report import TrainResult, final_metrics, run_summary
 from flowkit.training.run_folder import RunFolder, default_run_dir
 from flowkit.training.runtime import (
@@ -140,8 +141,9 @@ def _train(
     if resume_from is None:
         initialize(model, train_set, config, device)
     continue_rng(resume_from, config.seed, start.step)
-    objective = distribute(Objective(model, config.n_bits), device)
-    take_step = Stepper(config, objective, optimizer, batches, settings, device)
+    pairs = PairBatches(train_set, config.pair_batch, config.seed) if config.pair_weight else None
+    objective = distribute(Objective(model, config.n_bits, config.pair_weight), device)
+    take_step = Stepper(config, objective, optimizer, batches, settings, device, pairs)
 
     history = folder.start(config, start.step if resume_from is not None else None)
     if folder.writes and resume_from is None:

@@ -34,12 +34,9 @@ def _pre(images: np.ndarray, n_bits: int, device: torch.device) -> torch.Tensor:
 
 def fit_editing(
     model: nn.Module, emotion_set: EmotionSet, n_bits: int, device: torch.device, seed: int = 0
-) -> tuple[LatentStatistics | None, ExpressionSpace | None]:
-    """Per-expression latent means and the LDA expression space of (up to 2000) faces; both
-    None for a model whose blocks see the class (it edits by condition swap, and its latents
-    only exist given a label)."""
-    if default_method(model) == "condition":
-        return None, None
+) -> tuple[LatentStatistics, ExpressionSpace | None]:
+    """Per-expression latent means and the LDA expression space of (up to 2000) faces (a model
+    whose blocks see the class is encoded under the uniform class mixture)."""
     n = len(emotion_set)
     idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, MAX_FIT_IMAGES)])
     x = _pre(emotion_set.images[idx], n_bits, device)
@@ -90,8 +87,7 @@ def editing_outputs(
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed)
-    if stats is not None:
-        stats.save(run_dir / STATS_FILE)
+    stats.save(run_dir / STATS_FILE)
     if space is not None:
         space.save(run_dir / SPACE_FILE)
     if len(classes) < 2:
@@ -141,7 +137,7 @@ def _classifier_metrics(
     train_set: EmotionSet,
     test_set: EmotionSet,
     classes: list[int],
-    stats: LatentStatistics | None,
+    stats: LatentStatistics,
     device: torch.device,
 ) -> dict[str, Any]:
     """Expression accuracy (flowkit.metrics' CNN classifier) of samples and label transfers."""

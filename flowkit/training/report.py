@@ -77,7 +77,10 @@ def final_metrics(
         history[-1]["test_bpd"] = metrics["test_bpd"]
     n_probe = min(len(test_set), 64)
     x_probe = preprocess(test_set.images[:n_probe], config.n_bits, dequantize=False, device=device)
-    metrics["reconstruction_max_abs_error"] = reconstruction_error(model, x_probe)
+    y_probe = None  # the labels, for a model whose blocks see the class (class_context)
+    if getattr(model, "class_context", False):
+        y_probe = torch.as_tensor(test_set.labels[:n_probe], dtype=torch.long, device=device)
+    metrics["reconstruction_max_abs_error"] = reconstruction_error(model, x_probe, context=y_probe)
     metrics["eval_time_s"] = round(time.perf_counter() - t0, 2)
     if run_dir is None:
         return metrics

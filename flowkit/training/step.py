@@ -5,6 +5,7 @@ One step::
 
     x = preprocess(uint8 batch, n_bits)            # uniform dequantisation, x in [-0.5, 0.5)
     loss = mean bits/dim of log p(x | y)           # class-conditional prior, y = emotion label
+         + pair_weight * pair consistency          # optional, see flowkit.training.pairs
     loss.backward(); clip_grad_norm_; adam.step()  # skipped (and counted) when not finite
 """
 
@@ -19,9 +20,11 @@ from torch import Tensor, nn
 
 from flowkit import distributed as fdist
 from flowkit import performance
+from flowkit.data.preprocess import bits_per_dim
 from flowkit.errors import FlowkitError
 from flowkit.training.batches import Batches, training_input
 from flowkit.training.config import TrainConfig
+from flowkit.training.pairs import PairBatches
 
 __all__ = [
     "NonFiniteGuard",
@@ -53,15 +56,28 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 class Objective(nn.Module):
-    """Mean bits/dim of ``log p(x | y)``: the module DDP wraps (its parameters are the model's)."""
+    """Mean bits/dim of ``log p(x | y)``, plus ``pair_weight`` times the pair-consistency term
+    when same-person pairs are given (:mod:`flowkit.training.pairs`): the module DDP wraps (its
+    parameters are the model's)."""
 
-    def __init__(self, model: nn.Module, n_bits: int):
+    def __init__(self, model: nn.Module, n_bits: int, pair_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.n_bits = n_bits
+        self.pair_weight = float(pair_weight)
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.model.bits_per_dim(x, y, n_bits=self.n_bits).mean()
+    def forward(
+        self, x: Tensor, y: Tensor, pair_x: Tensor | None = None, pair_y: Tensor | None = None
+    ) -> Tensor:
+        if pair_x is None or pair_y is None:
+            return self.model.bits_per_dim(x, y, n_bits=self.n_bits).mean()
+        # One pass over batch and pairs: the pairs are training faces too.
+        inputs, labels = torch.cat([x, pair_x]), torch.cat([y, pair_y])
+        z, logabsdet = self.model(inputs, labels)
+        log_p = self.model.log_prob_from_forward(z, logabsdet, labels)
+        loss = bits_per_dim(log_p, self.model.num_dims, self.n_bits).mean()
+        eps_a, eps_b = self.model.standardize_latents(z[len(x) :], pair_y).chunk(2)
+        return loss + self.pair_weight * (eps_a - eps_b).pow(2).mean()
 
 
 @dataclass
@@ -86,8 +102,10 @@ class Stepper:
         batches: Batches,
         settings: performance.Settings,
         device: torch.device,
+        pairs: PairBatches | None = None,
     ) -> None:
         self.config = config
+        self.pairs = pairs
         self.objective = objective
         self.optimizer = optimizer
         self.batches = batches
@@ -106,8 +124,11 @@ class Stepper:
         images, labels = self.batches.get(step)
         x = training_input(images, self.config.n_bits, self.config.hflip, self.device)
         y = labels.to(self.device)
+        pair_x = pair_y = None
+        if self.pairs is not None:
+            pair_x, pair_y = self._pairs(step)
         with performance.mode(self.settings):
-            loss = self.objective(x, y)
+            loss = self.objective(x, y, pair_x, pair_y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
@@ -119,6 +140,17 @@ class Stepper:
         else:
             self.optimizer.zero_grad(set_to_none=True)
         return StepOutcome(lr, float(loss_value), float(grad_norm), finite)
+
+    def _pairs(self, step: int) -> tuple[Tensor, Tensor]:
+        """This step's pairs as model input; both faces of a pair are mirrored together (the
+        flip noise comes from the global RNG, after the batch's)."""
+        assert self.pairs is not None
+        images, labels = self.pairs.get(step)
+        half = len(images) // 2
+        side_by_side = torch.cat([images[:half], images[half:]], dim=1)  # (P, 2C, H, W)
+        x = training_input(side_by_side, self.config.n_bits, self.config.hflip, self.device)
+        channels = images.shape[1]
+        return torch.cat([x[:, :channels], x[:, channels:]]), labels.to(self.device)
 
 
 class NonFiniteGuard:

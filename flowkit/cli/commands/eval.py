@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         )
     n = min(len(dataset), RECONSTRUCTED)
     x = preprocess(dataset.images[:n], n_bits, dequantize=False, device=device)
-    metrics["reconstruction_max_abs_error"] = reconstruction_error(model, x)
+    labels = torch.as_tensor(np.asarray(dataset.labels[:n], dtype=np.int64), device=device)
+    context = labels if getattr(model, "class_context", False) else None
+    metrics["reconstruction_max_abs_error"] = reconstruction_error(model, x, context=context)
     if conditional:
         trained = meta.get("classes")
         k = int(model.num_classes)

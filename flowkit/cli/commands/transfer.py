@@ -122,11 +122,16 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None:
         ref = _read_face(args.reference, model, args.resize)
         x_ref = preprocess(ref[None], n_bits, dequantize=False, device=device)
-        space, candidates = None, _trained_classes(model, meta)
-        if default_method(model) == "latent":
-            _, space = _editing_tools(model, meta, model_path, args.data, n_bits, device, True)
+        # The LDA space recognises the reference's expression (condition swap) or is the split.
+        _, space = _editing_tools(model, meta, model_path, args.data, n_bits, device, True)
         edited = reference_transfer(
-            model, x, x_ref, space, alpha=args.alpha, source_labels=source, candidates=candidates
+            model,
+            x,
+            x_ref,
+            space,
+            alpha=args.alpha,
+            source_labels=source,
+            candidates=_trained_classes(model, meta),
         )
         how = f"expression of {args.reference}"
     else:

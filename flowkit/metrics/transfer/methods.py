@@ -64,10 +64,15 @@ def flow_methods(
     batch_size: int = 64,
 ) -> list[TransferMethod]:
     """Every editing method of :mod:`flowkit.editing` that applies to ``model``, fitted on the
-    training faces: label transfer by latent mean shift and (class-conditional models) by
-    condition swap; reference transfer by the LDA split and by condition swap to the class the
-    flow recognises in the reference (``candidates``: the labels it may choose)."""
+    training faces: label transfer by condition swap (class-conditional models) and by latent
+    mean shift; reference transfer by condition swap to the expression the latent LDA
+    recognises in the reference, and by the LDA split (``candidates``: the labels a
+    likelihood recogniser may choose, unused while the LDA recognises)."""
     conditional = is_class_conditional(model)
+    latents = encode(model, train_faces, batch_size=batch_size)
+    stats = LatentStatistics.from_latents(latents, train_labels)
+    space = ExpressionSpace.fit(latents, train_labels)
+    del latents
     methods: list[TransferMethod] = []
     if conditional:
         methods.append(
@@ -78,37 +83,31 @@ def flow_methods(
                 "cond",
             )
         )
-    if not getattr(model, "class_context", False):
-        # Latent statistics need latents without a class: models whose blocks see it have none.
-        latents = encode(model, train_faces, batch_size=batch_size)
-        stats = LatentStatistics.from_latents(latents, train_labels)
-        space = ExpressionSpace.fit(latents, train_labels)
-        del latents
-        methods.append(
-            TransferMethod(
-                "label_transfer mean_shift",
-                _label(model, stats, "mean_shift", batch_size),
-                "label",
-                "shift",
-            )
+    methods.append(
+        TransferMethod(
+            "label_transfer mean_shift",
+            _label(model, stats, "mean_shift", batch_size),
+            "label",
+            "shift",
         )
-        methods.append(
-            TransferMethod(
-                "reference_transfer lda",
-                _reference(model, space, "lda", candidates, batch_size),
-                "reference",
-                "ref LDA",
-            )
-        )
+    )
     if conditional:
         methods.append(
             TransferMethod(
                 "reference_transfer condition",
-                _reference(model, None, "condition", candidates, batch_size),
+                _reference(model, space, "condition", candidates, batch_size),
                 "reference",
                 "ref cond",
             )
         )
+    methods.append(
+        TransferMethod(
+            "reference_transfer lda",
+            _reference(model, space, "lda", candidates, batch_size),
+            "reference",
+            "ref LDA",
+        )
+    )
     return methods
 
 
