@@ -14,6 +14,7 @@ from flowkit.data.synthetic import synthetic_emotion_set
 from flowkit.errors import ConfigError
 from flowkit.models import BPLF
 from flowkit.training import TrainConfig, train
+from flowkit.training.config import load_config
 from flowkit.training.pairs import PairBatches, same_person_pairs
 from flowkit.training.step import Objective
 
@@ -127,3 +128,12 @@ def test_pair_training_pulls_same_person_latents_together():
         return float((eps[pairs[:, 0]] - eps[pairs[:, 1]]).pow(2).mean())
 
     assert pair_distance(20.0) < 0.8 * pair_distance(0.0)
+
+
+def test_the_transfer_recipe_is_a_valid_pair_trained_class_context_config():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "examples" / "configs" / "transfer_ckplus.toml"
+    config = load_config(recipe)
+    assert config.pair_weight > 0 and config.model_kwargs["class_context"] is True
+    assert config.test_fraction == 0.2 and config.data.endswith("ckplus48.npz")

@@ -137,14 +137,12 @@ def reference_transfer(
 
     ``reference_x`` has one row (applied to every face) or ``B`` rows (pairwise).
 
-    Methods:
-        ``"condition"``: the reference's expression is recognised (:func:`recognise`: the LDA
-        of ``space`` on its latents, else the flow's Bayes rule over ``candidates``) and the
-        face is condition-swapped to it (its own expression: ``source_labels``, or recognised
-        the same way).
-        ``"lda"``: ``z' = z + alpha * P (z_ref - z)`` with ``P`` the projection on the LDA
-        expression subspace of ``space`` (see :class:`ExpressionSpace`).
-        ``"auto"``: condition swap for models built with ``class_context=True``, else LDA.
+    With ``method="condition"`` the reference's expression is recognised (:func:`recognise`:
+    the LDA of ``space`` on its latents, else the flow's Bayes rule over ``candidates``) and
+    the face is condition-swapped to it (its own expression: ``source_labels``, or recognised
+    the same way). With ``method="lda"``, ``z' = z + alpha * P (z_ref - z)`` with ``P`` the
+    projection on the LDA expression subspace of ``space`` (see :class:`ExpressionSpace`).
+    ``"auto"`` is the condition swap for models built with ``class_context=True``, else LDA.
 
     Models built with ``class_context=True`` encode under the uniform class mixture for the
     LDA (:func:`flowkit.editing.latents.neutral_context`).
