@@ -1,14 +1,15 @@
 """Expression transfer benchmark on synthetic faces and CK+48: a thin driver of
 :func:`flowkit.metrics.transfer.run_transfer_benchmark`.
 
-    python examples/expression_transfer.py                     # trains a small BPLF per dataset
+    python examples/expression_transfer.py                     # trains the recipe per dataset
     python examples/expression_transfer.py --small             # CI smoke run (< 60 s, 2 CPUs)
     python examples/expression_transfer.py --model run/model.safetensors --datasets synthetic
     python examples/expression_transfer.py --config my_train.toml --steps 3000 --out transfer_out
 
 For each dataset the subject-disjoint split of :func:`flowkit.data.train_test_sets` (CK+48 from
 ``../shared/data/ckplus48.npz``; skipped when absent) and a model: ``--model``, else one trained
-here (``--config``, else a class-conditional BPLF with ``class_context=True``). The benchmark
+here (``--config``, else ``examples/configs/transfer_ckplus.toml``: a BPLF with
+``class_context=True`` and pair-consistency training). The benchmark
 transfers every held-out face to every other expression of its subject with each method that
 applies to the model and with the pixel / PCA mean-shift and unedited baselines, and scores them
 against the subject's real faces (SSIM, target recognised, identity kept, artifacts) with paired
@@ -32,34 +33,37 @@ if TYPE_CHECKING:
     from flowkit.training import TrainConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RECIPE = Path(__file__).resolve().parent / "configs" / "transfer_ckplus.toml"
+"""The recommended transfer model (class_context BPLF with pair-consistency training): the
+model trained here unless ``--config`` names another."""
 DATASETS = ("synthetic", "ckplus48")
 SMALL_MODEL = {"levels": 2, "steps": 1, "hidden": 8, "class_context": True}
-MODEL = {"levels": 3, "steps": 4, "hidden": 64, "class_context": True}
 
 
 def train_config(args: argparse.Namespace, data: str, size: int, channels: int = 1) -> TrainConfig:
-    """The run's TrainConfig: ``--config`` or the built-in one, data and split fixed here."""
+    """The run's TrainConfig: ``--config``, else the recipe (``--small``: a tiny one), with the
+    data and split fixed here and no run folder."""
     from flowkit.training import TrainConfig, load_config
 
     split = dict(data=data, image_size=size, channels=channels, test_fraction=0.2, seed=0)
-    if args.config:
-        config = load_config(args.config).replace(**split)
+    quiet = dict(out=None, quality_metrics=False, tensorboard=False, eval_every=0)
+    if not args.small:
+        config = load_config(args.config or RECIPE).replace(**split, **quiet)
         return config.replace(steps=args.steps) if args.steps else config
     return TrainConfig(
         model="bplf",
-        model_kwargs=dict(SMALL_MODEL if args.small else MODEL),
+        model_kwargs=dict(SMALL_MODEL),
         hflip=True,
         n_bits=5,
-        steps=args.steps or (30 if args.small else 1000),
-        batch_size=16 if args.small else 64,
-        eval_every=0,
+        steps=args.steps or 30,
+        batch_size=16,
+        pair_weight=1.0,
+        pair_batch=4,
         sample_every=0,
         checkpoint_every=0,
-        out=None,
-        quality_metrics=False,
-        tensorboard=False,
+        synthetic_size=160,  # 20 people, 8 expressions each
         **split,
-        **({"synthetic_size": 160} if args.small else {}),  # 20 people, 8 expressions each
+        **quiet,
     )
 
 
@@ -125,8 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("--model", metavar="CKPT", help="a trained flowkit model (else one is trained)")
-    p.add_argument("--config", metavar="TOML", help="TrainConfig for the model trained here")
-    p.add_argument("--steps", type=int, help="training steps (default 1000; --small 30)")
+    p.add_argument(
+        "--config", metavar="TOML", help=f"TrainConfig of the model trained here (default {RECIPE})"
+    )
+    p.add_argument("--steps", type=int, help="training steps (default: the config's; --small 30)")
     p.add_argument("--out", default="transfer_out", metavar="DIR")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="folder of ckplus48.npz")
     p.add_argument("--max-transfers", type=int, metavar="N", help="seeded subset (default: all)")

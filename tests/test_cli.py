@@ -252,3 +252,33 @@ def test_train_then_sample_transfer_eval(tmp_path: Path, capsys: pytest.CaptureF
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["split"] == "test" and 0 < metrics["bits_per_dim"] < 8
     assert metrics["reconstruction_max_abs_error"] < 1e-3
+
+
+def test_class_context_pair_training_then_transfer_benchmark(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A model whose blocks see the class, trained with the pair term from a config file,
+    trains to the end, edits from the command line and runs the transfer benchmark."""
+    run = tmp_path / "run"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "steps = 4\nwarmup_steps = 1\npair_weight = 1.0\npair_batch = 4\n"
+        "[model_kwargs]\nclass_context = true\n"
+    )
+    done = flowkit_cli("train", "--config", str(config), "--out", str(run), *TINY_FLAGS)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "config.json").read_text())["pair_weight"] == 1.0
+    face = _face(tmp_path / "face.png", 16)
+    for target in (["--to", "surprise"], ["--reference", str(face)]):
+        edited = tmp_path / "edited.png"
+        argv = ["transfer", "--model", str(run), "--image", str(face), *target]
+        assert cli.main([*argv, "--out", str(edited)]) == 0
+        assert Image.open(edited).size == (16, 16)
+    capsys.readouterr()
+    argv = ["eval", "--model", str(run), "--transfer", "--max-transfers", "12", "--json"]
+    assert cli.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0 < report["info"]["transfers"] <= 12
+    assert {"pixel mean shift", "label_transfer condition"} <= set(report["summary"])
+    for name in ("report.json", "report.md", "grid.png"):
+        assert (run / "transfer" / name).is_file(), name
