@@ -543,3 +543,27 @@ def test_latent_methods_on_a_class_context_model_use_the_uniform_class_mixture(c
     # Moving a face to its own class is the identity (exact inverse under the same context).
     same = label_transfer(context_model, x, labels, labels, stats, method="mean_shift", clamp=False)
     torch.testing.assert_close(same, x, rtol=0, atol=1e-5)
+
+
+def test_auto_method_is_the_mean_shift_given_statistics(context_model):
+    """The benchmark's choice: with latent statistics, label transfer shifts the latent; a
+    reference transfer on a class_context model swaps the condition to the LDA's class."""
+    from flowkit.editing import ExpressionSpace, LatentStatistics, encode
+
+    x = _faces(12)
+    labels = torch.arange(12) % 3
+    stats = LatentStatistics.from_latents(encode(context_model, x), labels)
+    torch.testing.assert_close(
+        label_transfer(context_model, x, labels, 2, stats),
+        label_transfer(context_model, x, labels, 2, stats, method="mean_shift"),
+        rtol=0,
+        atol=0,
+    )
+    space = ExpressionSpace.fit(encode(context_model, x), labels)
+    recognised = space.classify(encode(context_model, x[:1]))
+    torch.testing.assert_close(
+        reference_transfer(context_model, x, x[:1], space, source_labels=labels),
+        condition_transfer(context_model, x, labels, recognised.expand(12)),
+        rtol=0,
+        atol=1e-6,
+    )

@@ -139,9 +139,12 @@ def run(args: argparse.Namespace) -> int:
         if source is None:
             source = int(most_likely_classes(model, x, _trained_classes(model, meta))[0])
             print(f"source expression (most likely under the model): {EMOTIONS[source]}")
-        stats = None
-        if default_method(model) == "latent":
+        try:
             stats, _ = _editing_tools(model, meta, model_path, args.data, n_bits, device, False)
+        except ConfigError:
+            if default_method(model) != "condition":
+                raise
+            stats = None  # a model whose blocks see the class edits by condition swap alone
         edited = label_transfer(model, x, [source], [target], stats, alpha=args.alpha)
         how = f"{EMOTIONS[source]} -> {EMOTIONS[target]}"
     arr = postprocess(edited.float().cpu(), n_bits, full_range=True)[0].numpy()
@@ -154,10 +157,11 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="transfer",
     help="give a face another expression (by name or from a reference face)",
-    description="Encode a face under its expression and decode it under the target one "
-    "(condition swap, for models trained with class_context) or move its latent by the "
-    "class-mean difference; with --reference, the expression the model recognises in the "
-    "reference face (condition swap) or its LDA expression part.",
+    description="Move a face's latent by the class-mean difference (the run's latent "
+    "statistics), or, without statistics, encode it under its expression and decode it under "
+    "the target (condition swap, models trained with class_context); with --reference, "
+    "condition-swap to the expression the latent LDA recognises in the reference "
+    "(class_context models) or take its LDA expression part.",
     add_arguments=add_arguments,
     run=run,
     heavy=True,
