@@ -32,15 +32,23 @@ def _baseline_names(methods: Sequence[TransferMethod]) -> list[str]:
 
 def _grid_rows(tasks: TransferTasks, rows: int) -> np.ndarray:
     """Up to ``rows`` transfers, each of another subject, cycling through the target
-    expressions so the grid shows as many kinds of edit as it can."""
+    expressions and preferring source expressions shown least so far, so the grid shows as
+    many kinds of edit as it can."""
     chosen: list[int] = []
     used: set[str] = set()
+    shown_sources: dict[int, int] = {}
     for target in np.tile(np.unique(tasks.target_label), rows):
-        for i in np.flatnonzero(tasks.target_label == target):
-            if tasks.subject[i] not in used:
-                chosen.append(int(i))
-                used.add(str(tasks.subject[i]))
-                break
+        candidates = [
+            int(i)
+            for i in np.flatnonzero(tasks.target_label == target)
+            if str(tasks.subject[i]) not in used
+        ]
+        if candidates:
+            best = min(candidates, key=lambda i: shown_sources.get(int(tasks.source_label[i]), 0))
+            chosen.append(best)
+            used.add(str(tasks.subject[best]))
+            source = int(tasks.source_label[best])
+            shown_sources[source] = shown_sources.get(source, 0) + 1
         if len(chosen) == rows:
             break
     return np.asarray(chosen, dtype=np.int64)
