@@ -70,9 +70,8 @@ def train_config(args: argparse.Namespace, data: str, size: int, channels: int =
 def run_dataset(args: argparse.Namespace, name: str, out: Path) -> TransferReport | None:
     """Split, model, benchmark and save one dataset; its report (None: data missing)."""
     import flowkit
-    from flowkit.data import train_test_sets
     from flowkit.metrics.transfer import run_transfer_benchmark
-    from flowkit.training import resolve_model_path, train
+    from flowkit.training import prepare_data, resolve_model_path, train
 
     data = "synthetic"
     if name == "ckplus48":
@@ -84,14 +83,7 @@ def run_dataset(args: argparse.Namespace, name: str, out: Path) -> TransferRepor
     model = flowkit.load(resolve_model_path(args.model)).eval() if args.model else None
     channels, size = (model.in_shape[0], model.in_shape[1]) if model else (1, args.image_size)
     config = train_config(args, data, size, channels)
-    train_set, test_set = train_test_sets(
-        config.data,
-        image_size=config.image_size,
-        channels=config.channels,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        synthetic_size=config.synthetic_size,
-    )
+    train_set, test_set = prepare_data(config)  # the split the trainer uses
     print(f"{name}: {len(train_set)} train / {len(test_set)} held-out faces")
     if model is None:
         t0 = time.perf_counter()
