@@ -184,7 +184,15 @@ def test_malloc_reexec_sets_variables(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "case",
-    ["missing_model", "foreign_model", "unknown_expression", "unknown_model", "missing_data"],
+    [
+        "missing_model",
+        "foreign_model",
+        "unknown_expression",
+        "unknown_model",
+        "missing_data",
+        "transfer_without_subjects",
+        "bad_max_transfers",
+    ],
 )
 def test_bad_input_gives_one_line_error(case: str, model_file: Path, tmp_path: Path) -> None:
     if case == "missing_model":
@@ -197,6 +205,22 @@ def test_bad_input_gives_one_line_error(case: str, model_file: Path, tmp_path: P
     elif case == "unknown_expression":
         done = flowkit_cli("sample", "--model", str(model_file), "--expression", "grumpy")
         assert_one_line_error(done, "grumpy", "happy")
+    elif case == "transfer_without_subjects":
+        faces = tmp_path / "faces.npz"  # labelled faces, no subject ids (like FER2013)
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (24, 16, 16), dtype=np.uint8)
+        names = np.array(["angry", "happy", "sad", "surprise"])
+        np.savez(faces, images=images, labels=np.arange(24) % 4, label_names=names)
+        done = flowkit_cli(
+            "eval", "--model", str(model_file), "--data", str(faces), "--transfer",
+            "--out", str(tmp_path / "t"),
+        )  # fmt: skip
+        assert_one_line_error(done, "subject ids")
+    elif case == "bad_max_transfers":
+        done = flowkit_cli(
+            "eval", "--model", str(model_file), "--transfer", "--max-transfers", "0"
+        )  # fmt: skip
+        assert_one_line_error(done, "--max-transfers")
     elif case == "unknown_model":
         done = flowkit_cli("train", "--model", "wavenet", "--out", str(tmp_path / "r"))
         assert_one_line_error(done, "wavenet", "bplf")
