@@ -404,3 +404,27 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "metrics.json").is_file()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 4
+
+
+def test_resume_over_unreadable_checkpoints_changes_nothing(tmp_path: Path) -> None:
+    """When no checkpoint of a run can be read, --resume stops and names them; it does not
+    start at step 0 over the folder (which would prune and overwrite the old ones)."""
+    import warnings
+
+    from flowkit.errors import CheckpointError
+
+    config = tiny_config(tmp_path / "run", steps=2, sample_every=0, eval_every=0)
+    train(config, progress=False, log=lambda _m: None)
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert checkpoints
+    for folder in checkpoints:
+        for file in folder.iterdir():
+            file.write_bytes(b"damaged")
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # each unreadable checkpoint is also warned about
+        with pytest.raises(CheckpointError, match="nothing was changed") as caught:
+            train(config.replace(resume=True, steps=4), progress=False, log=lambda _m: None)
+    assert checkpoints[-1].name in str(caught.value)
+    after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert after == before

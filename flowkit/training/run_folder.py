@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from flowkit.errors import ConfigError
+from flowkit.errors import CheckpointError, ConfigError
 from flowkit.files import atomic_path, atomic_write_text
 from flowkit.training import checkpoint as ckpt
 from flowkit.training.config import TrainConfig, save_config
@@ -120,6 +120,14 @@ class RunFolder:
             return None
         if resume:
             found = ckpt.latest_checkpoint(self.checkpoint_dir)
+            existing = ckpt.list_checkpoints(self.checkpoint_dir)
+            if found is None and existing:
+                # Starting over would prune or overwrite them: a resume never destroys a run.
+                names = ", ".join(p.name for p in existing)
+                raise CheckpointError(
+                    f"--resume: no checkpoint in {self.checkpoint_dir} could be read ({names}); "
+                    "nothing was changed; move them away to start a new run there"
+                )
             if found is None:
                 say(f"no checkpoint in {self.checkpoint_dir}; starting a new run there")
             return found
