@@ -306,3 +306,32 @@ def test_class_context_pair_training_then_transfer_benchmark(
     assert {"pixel mean shift", "label_transfer condition"} <= set(report["summary"])
     for name in ("report.json", "report.md", "grid.png"):
         assert (run / "transfer" / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "m", "--batch-size", "-3"],
+        ["eval", "--model", "m", "--batch-size", "0"],
+        ["eval", "--model", "m", "--batch-size", "abc"],
+        ["sample", "--model", "m", "-n", "0"],
+        ["sample", "--model", "m", "--temperature", "nan"],
+        ["transfer", "--model", "m", "--image", "f.png", "--to", "happy", "--alpha", "nan"],
+        ["transfer", "--model", "m", "--image", "f.png", "--to", "happy", "--alpha", "inf"],
+        ["eval", "--model", "m", "--transfer", "--max-transfers", "0"],
+        ["no-such-command"],
+    ],
+)
+def test_bad_flag_values_are_one_line_with_status_2(
+    argv: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    """Values argparse rejects (by type: counts >= 1, finite numbers) end in one line on
+    stderr naming the flag, exit status 2, before anything is loaded."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    named = argv[-2] if len(argv) > 1 else "COMMAND"  # the flag (or command) at fault
+    assert named in lines[0], lines[0]

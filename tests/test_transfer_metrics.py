@@ -567,3 +567,16 @@ def test_auto_method_is_the_mean_shift_given_statistics(context_model):
         rtol=0,
         atol=1e-6,
     )
+
+
+def test_non_finite_strengths_and_temperatures_are_refused(context_model):
+    x = _faces(2)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="alpha"):
+            label_transfer(context_model, x, 0, 1, alpha=bad)
+        with pytest.raises(ConfigError, match="alpha"):
+            condition_transfer(context_model, x, 0, 1, alpha=bad)
+        with pytest.raises(ConfigError, match="temperature"):
+            context_model.sample(2, 0, temperature=bad)
+    with pytest.raises(ConfigError, match="temperature"):
+        context_model.sample(2, 0, temperature=-0.5)

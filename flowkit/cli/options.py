@@ -9,6 +9,7 @@ its run (or ``--data``) into the faces to work on.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ __all__ = [
     "add_debug",
     "add_run_options",
     "add_trained_model_args",
+    "count",
     "data_for",
     "expression",
+    "finite",
     "load_model",
     "n_bits",
     "one_line",
@@ -71,6 +74,29 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--n-bits", type=int, help="bits of the model's data (default: from the run)"
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
+
+
+# ------------------------------------------------------------------------- value types
+def count(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, numbers of faces)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite number (no nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
 
 
 # ----------------------------------------------------------------------------- errors

@@ -18,6 +18,8 @@ such as Ardizzone et al., "Guided Image Generation with Conditional Invertible N
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +61,8 @@ def condition_transfer(
         alpha: condition blend (0 unchanged, 1 full swap).
         clamp: clip the decoded images to ``[-0.5, 0.5)``.
     """
+    if not math.isfinite(float(alpha)):
+        raise ConfigError(f"alpha must be a finite number, got {alpha}")
     if not is_class_conditional(model):
         raise ConfigError(
             f"{type(model).__name__} has no class-conditional prior; condition transfer needs "

@@ -27,6 +27,7 @@ batch-wise, computed without gradients and in the model's eval mode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -55,6 +56,12 @@ def default_method(model: nn.Module) -> str:
     latent statistics), else ``"latent"``."""
     conditioned = is_class_conditional(model) and bool(getattr(model, "class_context", False))
     return "condition" if conditioned else "latent"
+
+
+def _check_alpha(alpha: float) -> None:
+    # A NaN strength would decode to a black image without complaint.
+    if not math.isfinite(float(alpha)):
+        raise ConfigError(f"alpha must be a finite number, got {alpha}")
 
 
 def _choose(method: str, allowed: tuple[str, ...], preferred: str) -> str:
@@ -93,6 +100,7 @@ def label_transfer(
     Returns:
         Edited faces, same shape as ``x``.
     """
+    _check_alpha(alpha)
     swap_without_stats = stats is None and default_method(model) == "condition"
     method = _choose(method, LABEL_METHODS, "condition" if swap_without_stats else "mean_shift")
     if method == "condition":
@@ -151,6 +159,7 @@ def reference_transfer(
     Models built with ``class_context=True`` encode under the uniform class mixture for the
     LDA (:func:`flowkit.editing.latents.neutral_context`).
     """
+    _check_alpha(alpha)
     if reference_x.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"reference_x must have 1 or {x.shape[0]} rows, got {reference_x.shape[0]}"

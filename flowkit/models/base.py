@@ -277,6 +277,8 @@ class FlowModel(FlowTransform):
     ) -> list[Tensor]:
         """Latents drawn from the prior at ``temperature`` (every level's std scaled by it)."""
         temperature = self.default_temperature if temperature is None else float(temperature)
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
         device, dtype = self._anchor.device, self._anchor.dtype
         labels = self._labels(y, n, device)
         latents = [

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data to evaluate (default: the run's own data and split)",
     )
     parser.add_argument("--split", choices=("test", "train", "all"), default="test")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=options.count, default=64)
     options.add_run_options(parser)
     parser.add_argument("--seed", type=int, help="split seed (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -51,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "transfer/, or transfer/ next to the model file)",
     )
     bench.add_argument(
-        "--max-transfers", type=int, metavar="N", help="score a seeded subset of N transfers"
+        "--max-transfers",
+        type=options.count,
+        metavar="N",
+        help="score a seeded subset of N transfers",
     )
 
 
@@ -61,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     for p in args.data or ():
         if not Path(p).exists():
             raise FileNotFoundError(f"data {p} does not exist")
-    if args.max_transfers is not None and args.max_transfers < 1:
-        raise ConfigError(f"--max-transfers must be >= 1, got {args.max_transfers}")
     model, meta, model_path = options.load_model(args.model, device)
     n_bits = options.n_bits(args, meta)
     if args.transfer:

@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="emotion name (angry, disgust, fear, happy, sad, surprise, neutral, contempt) or "
         "'all' (one row per trained expression)",
     )
-    parser.add_argument("-n", type=int, default=16, help="faces to draw (per row with 'all')")
-    parser.add_argument("--temperature", type=float, default=0.7, help="prior temperature")
+    parser.add_argument(
+        "-n", type=options.count, default=16, help="faces to draw (per row with 'all')"
+    )
+    parser.add_argument("--temperature", type=options.finite, default=0.7, help="prior temperature")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     options.add_run_options(parser)
     parser.add_argument("--out", default="samples.png", metavar="PNG", help="output image grid")

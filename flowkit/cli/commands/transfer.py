@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the face's expression (default: the model's most likely class)",
     )
-    parser.add_argument("--alpha", type=float, default=1.0, help="edit strength")
+    parser.add_argument("--alpha", type=options.finite, default=1.0, help="edit strength")
     parser.add_argument(
         "--data",
         metavar="PATH",
