@@ -428,3 +428,32 @@ def test_resume_over_unreadable_checkpoints_changes_nothing(tmp_path: Path) -> N
     assert checkpoints[-1].name in str(caught.value)
     after = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"hflip": "no"},
+        {"tensorboard": "off"},
+        {"steps": "ten"},
+        {"steps": True},
+        {"seed": 1.5},
+        {"lr": "fast"},
+        {"out": 3},
+        {"data": 3},
+        {"data": []},
+        {"model_kwargs": "x"},
+        {"seed": -1},
+    ],
+)
+def test_config_values_are_checked_by_type(setting: dict) -> None:
+    """One typed rule: a value of the wrong type is refused in one sentence naming the key
+    (before, "no" was taken as true and "ten" ended in a traceback)."""
+    (key,) = setting
+    with pytest.raises(ConfigError, match=f"config: {key} must be"):
+        TrainConfig(**setting)
+
+
+def test_config_types_accept_what_they_should() -> None:
+    config = TrainConfig(lr=1, out=None, data=["a.npz", Path("b.npz")], hflip=True)
+    assert config.lr == 1 and config.hflip is True

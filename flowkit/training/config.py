@@ -36,6 +36,35 @@ NUM_CLASSES = 8
 """Class-conditional prior size: the full emotion vocabulary (see the module docstring)."""
 
 
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+}
+
+
+def check_types(config: Any) -> None:
+    """Each field of a dataclass config has the type its annotation names: ``bool``, ``int``,
+    ``float`` (an int is fine), ``str``, optionally ``| None``. ``True`` is not an int and
+    ``"no"`` is not a bool: one typed rule instead of a check per setting. Fields of other
+    annotated types (data sources, tables) are checked where they are used."""
+    for item in fields(config):
+        annotation = str(item.type).replace(" ", "")
+        optional = annotation.endswith("|None")
+        expected = _PLAIN_TYPES.get(annotation.removesuffix("|None"))
+        value = getattr(config, item.name)
+        if expected is None or (optional and value is None):
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in expected
+        if wrong_bool or not isinstance(value, expected):
+            kind = annotation.removesuffix("|None").replace("float", "number")
+            kind = {"bool": "true or false", "str": "a string"}.get(kind, f"a {kind}")
+            if kind == "a int":
+                kind = "a whole number"
+            raise ConfigError(f"config: {item.name} must be {kind}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
     """One training run. Defaults give the `flowkit train` demo: a small class-conditional BPLF
@@ -136,6 +165,12 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise :class:`ConfigError` with one clear sentence for any impossible value."""
+        check_types(self)
+        sources = self.data if isinstance(self.data, list | tuple) else [self.data]
+        if not sources or not all(s is None or isinstance(s, str | os.PathLike) for s in sources):
+            raise ConfigError(
+                f"config: data must be 'synthetic', a path or a list of paths, got {self.data!r}"
+            )
 
         def positive(name: str, allow_zero: bool = False) -> None:
             value = getattr(self, name)
@@ -166,6 +201,7 @@ class TrainConfig:
             "num_workers",
             "min_lr_ratio",
             "pair_weight",
+            "seed",
         ):
             positive(name, allow_zero=True)
         if not math.isfinite(self.pair_weight):
