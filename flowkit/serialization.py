@@ -99,6 +99,29 @@ def _read(path: Path) -> tuple[bytes, dict[str, str]]:
     return data, meta
 
 
+def load_tensors(
+    path: str | os.PathLike, required: tuple[str, ...], what: str
+) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file that must hold ``required`` (a statistics or space
+    file next to a run); :class:`CheckpointError` naming the file when it is missing,
+    damaged, lacks a tensor or holds a non-finite floating value."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} file {path} does not exist")
+    try:
+        tensors = _st_load(path.read_bytes())
+    except Exception as err:  # safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"{path} is not a readable {what} file ({err})") from err
+    missing = [name for name in required if name not in tensors]
+    if missing:
+        raise CheckpointError(f"{path} is not a {what} file: no {', '.join(missing)}")
+    for name in required:
+        t = tensors[name]
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: {name} holds non-finite values")
+    return tensors
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """``{"config": ..., "metadata": ..., "flowkit_version": ...}`` of a checkpoint, without
     building the model or reading the weights."""

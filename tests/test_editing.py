@@ -258,3 +258,30 @@ def test_as_labels() -> None:
     assert as_labels(torch.tensor([5]), 3).tolist() == [5, 5, 5]
     with pytest.raises(ValueError):
         as_labels([1, 2, 3], 2)
+
+
+def test_damaged_editing_files_are_refused_naming_them(tmp_path) -> None:
+    """A damaged, incomplete or non-finite statistics / space file is a CheckpointError that
+    names the file (it was a SafetensorError traceback from `flowkit transfer`)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from flowkit.editing import ExpressionSpace, LatentStatistics
+    from flowkit.errors import CheckpointError
+
+    stats = LatentStatistics.from_latents(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+    good = tmp_path / "stats.safetensors"
+    stats.save(good)
+    torch.testing.assert_close(LatentStatistics.load(good).means, stats.means)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(good.read_bytes()[:40])
+    incomplete = tmp_path / "incomplete.safetensors"
+    save_file({"means": stats.means}, str(incomplete))
+    non_finite = tmp_path / "nan.safetensors"
+    save_file({**stats.state_dict(), "means": torch.full_like(stats.means, float("nan"))},
+              str(non_finite))  # fmt: skip
+    for path in (damaged, incomplete, non_finite, tmp_path / "missing.safetensors"):
+        with pytest.raises(CheckpointError, match=path.name):
+            LatentStatistics.load(path)
+        with pytest.raises(CheckpointError, match=path.name):
+            ExpressionSpace.load(path)

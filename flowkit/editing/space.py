@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from flowkit.editing.statistics import LabelLike, as_labels
 from flowkit.files import atomic_path
+from flowkit.serialization import load_tensors
 
 
 @dataclass
@@ -170,4 +171,10 @@ class ExpressionSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> ExpressionSpace:
-        return cls.from_state_dict(load_file(str(path)))
+        """Read a file written by :meth:`save`; :class:`~flowkit.errors.CheckpointError`
+        naming it when it is missing, damaged or incomplete."""
+        return cls.from_state_dict(
+            load_tensors(
+                path, ("basis", "center", "coef", "intercept", "classes"), "expression space"
+            )
+        )

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from flowkit.data.labels import LabelLike, as_labels
 from flowkit.editing.latents import encode
 from flowkit.files import atomic_path
+from flowkit.serialization import load_tensors
 
 __all__ = ["LabelLike", "LatentStatistics", "as_labels"]
 
@@ -105,4 +106,8 @@ class LatentStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> LatentStatistics:
-        return cls.from_state_dict(load_file(str(path)))
+        """Read a file written by :meth:`save`; :class:`~flowkit.errors.CheckpointError`
+        naming it when it is missing, damaged or incomplete."""
+        return cls.from_state_dict(
+            load_tensors(path, ("means", "counts", "overall"), "latent statistics")
+        )
