@@ -457,3 +457,29 @@ def test_config_values_are_checked_by_type(setting: dict) -> None:
 def test_config_types_accept_what_they_should() -> None:
     config = TrainConfig(lr=1, out=None, data=["a.npz", Path("b.npz")], hflip=True)
     assert config.lr == 1 and config.hflip is True
+
+
+def test_run_folder_lock_refuses_a_second_training_and_ignores_a_dead_one(tmp_path: Path) -> None:
+    """One training per --out: a lock held by a live process refuses the second training,
+    naming it; a lock left by a dead process (SIGKILL) is taken over; a finished or failed
+    training leaves no lock."""
+    from flowkit.training.lock import LOCK_FILE
+
+    run = tmp_path / "run"
+    config = tiny_config(run, steps=2, sample_every=0, eval_every=0)
+    train(config, progress=False, log=lambda _m: None)
+    assert not (run / LOCK_FILE).exists()
+    # A live holder on this machine: the parent process (pytest's launcher, or init).
+    holder = os.getppid()
+    (run / LOCK_FILE).write_text(json.dumps({"pid": holder, "host": socket.gethostname()}))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=f"process {holder}"):
+        train(config.replace(resume=True, steps=3), progress=False, log=lambda _m: None)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # A dead holder: a process that has exited.
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = int(done.stdout)
+    (run / LOCK_FILE).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    resumed = train(config.replace(resume=True, steps=3), progress=False, log=lambda _m: None)
+    assert resumed.step == 3 and not (run / LOCK_FILE).exists()

@@ -19,6 +19,7 @@ in DistributedDataParallel, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -124,42 +125,55 @@ def _train(
     if config.num_workers:
         torch.set_num_threads(config.num_workers)
     folder = RunFolder(config.out, main)
-    resume_from = folder.checkpoint_to_resume(config.resume, say)
-    train_set, test_set = data_sets(config, train_set, test_set)
-    classes = present_classes(train_set)
-    names = [EMOTIONS[k] for k in classes]  # of the expressions trained
+    folder.lock()  # one training per folder; released by folder.close() (or taken over if stale)
+    with contextlib.ExitStack() as release_on_error:
+        release_on_error.callback(folder.close)  # a failed start leaves no lock behind
+        resume_from = folder.checkpoint_to_resume(config.resume, say)
+        train_set, test_set = data_sets(config, train_set, test_set)
+        classes = present_classes(train_set)
+        names = [EMOTIONS[k] for k in classes]  # of the expressions trained
 
-    # The order of everything that draws random numbers below is part of the resume contract.
-    seed_everything(config.seed)
-    model = build_model(config).to(device)
-    settings = speed_settings(model, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start = restore(resume_from, model, optimizer)
-    if resume_from is not None:
-        say(f"resuming from {resume_from.path} at step {start.step}")
-    batches = Batches(train_set.images, train_set.labels, config.batch_size, config.seed)
-    if resume_from is None:
-        initialize(model, train_set, config, device)
-    continue_rng(resume_from, config.seed, start.step)
-    pairs = PairBatches(train_set, config.pair_batch, config.seed) if config.pair_weight else None
-    objective = distribute(Objective(model, config.n_bits, config.pair_weight), device)
-    take_step = Stepper(config, objective, optimizer, batches, settings, device, pairs)
+        # The order of everything that draws random numbers below is part of the resume contract.
+        seed_everything(config.seed)
+        model = build_model(config).to(device)
+        settings = speed_settings(model, config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        start = restore(resume_from, model, optimizer)
+        if resume_from is not None:
+            say(f"resuming from {resume_from.path} at step {start.step}")
+        batches = Batches(train_set.images, train_set.labels, config.batch_size, config.seed)
+        if resume_from is None:
+            initialize(model, train_set, config, device)
+        continue_rng(resume_from, config.seed, start.step)
+        pairs = (
+            PairBatches(train_set, config.pair_batch, config.seed) if config.pair_weight else None
+        )
+        objective = distribute(Objective(model, config.n_bits, config.pair_weight), device)
+        take_step = Stepper(config, objective, optimizer, batches, settings, device, pairs)
 
-    history = folder.start(config, start.step if resume_from is not None else None)
-    if folder.writes and resume_from is None:
-        say(_announce(config, model, train_set, test_set, device, world, folder))
-    clock = Clock(start.wall_time_s)
-    guard = NonFiniteGuard(config.max_bad_steps, start.skipped)
-    checkpoint_dir = folder.checkpoint_dir if folder.writes else None
-    checkpoints = Checkpointer(
-        checkpoint_dir, config, model, optimizer, names, clock, guard, resume_from
-    )
-    hooks = PeriodicHooks(
-        config, model, test_set, classes, device, folder.run_dir if folder.writes else None, main
-    )
-    bar = ProgressBar(progress and main, start.step, config.steps)
-    step = start.step
-    model.train()
+        history = folder.start(config, start.step if resume_from is not None else None)
+        if folder.writes and resume_from is None:
+            say(_announce(config, model, train_set, test_set, device, world, folder))
+        clock = Clock(start.wall_time_s)
+        guard = NonFiniteGuard(config.max_bad_steps, start.skipped)
+        checkpoint_dir = folder.checkpoint_dir if folder.writes else None
+        checkpoints = Checkpointer(
+            checkpoint_dir, config, model, optimizer, names, clock, guard, resume_from
+        )
+        hooks = PeriodicHooks(
+            config,
+            model,
+            test_set,
+            classes,
+            device,
+            folder.run_dir if folder.writes else None,
+            main,
+        )
+        bar = ProgressBar(progress and main, start.step, config.steps)
+        step = start.step
+        model.train()
+        release_on_error.pop_all()  # from here the try/finally below closes the folder
+
     try:
         with stop_on_signals(enabled=folder.run_dir is not None) as stop:
             while step < config.steps:

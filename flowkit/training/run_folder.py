@@ -28,6 +28,7 @@ from flowkit.errors import CheckpointError, ConfigError
 from flowkit.files import atomic_path, atomic_write_text
 from flowkit.training import checkpoint as ckpt
 from flowkit.training.config import TrainConfig, save_config
+from flowkit.training.lock import RunLock
 from flowkit.training.step import StepOutcome
 
 if TYPE_CHECKING:  # optional dependency, imported only when a run asks for it
@@ -110,6 +111,13 @@ class RunFolder:
         self.csv: CsvLog | None = None
         self.tb: SummaryWriter | None = None
         self._window: list[float] = []
+        self._lock = RunLock(self.run_dir) if self.writes and self.run_dir else None
+
+    def lock(self) -> None:
+        """Take the folder's lock (:mod:`flowkit.training.lock`) before reading or writing it;
+        :meth:`close` releases it."""
+        if self._lock is not None:
+            self._lock.acquire()
 
     def checkpoint_to_resume(
         self, resume: bool, say: Callable[[str], None]
@@ -205,3 +213,5 @@ class RunFolder:
             self.csv.close()
         if self.tb is not None:
             self.tb.close()
+        if self._lock is not None:
+            self._lock.release()
