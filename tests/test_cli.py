@@ -319,6 +319,8 @@ def test_class_context_pair_training_then_transfer_benchmark(
         ["transfer", "--model", "m", "--image", "f.png", "--to", "happy", "--alpha", "nan"],
         ["transfer", "--model", "m", "--image", "f.png", "--to", "happy", "--alpha", "inf"],
         ["eval", "--model", "m", "--transfer", "--max-transfers", "0"],
+        ["sample", "--model", "m", "--out", "grid"],
+        ["sample", "--model", "m", "--out", "."],
         ["no-such-command"],
     ],
 )

@@ -224,3 +224,22 @@ def test_reconstruction_error_exact_and_broken_inverse() -> None:
     broken = Broken((1, 4, 4)).double().eval()
     assert reconstruction_error(broken, x) == pytest.approx(0.01, rel=1e-6)
     assert reconstruction_error(broken, x, reduction="mean") == pytest.approx(0.01, rel=1e-6)
+
+
+def test_save_image_refuses_folders_and_unknown_suffixes_before_writing(tmp_path) -> None:
+    """`sample --out` naming a folder or a name without an image suffix is one clear error
+    and leaves nothing behind (it was "unknown file extension: .tmpPID" and a temp file)."""
+    from PIL import Image
+
+    from flowkit.errors import ConfigError
+    from flowkit.metrics import save_image
+
+    image = Image.new("L", (4, 4), 128)
+    for bad, needle in ((tmp_path, "is a folder"), (tmp_path / "grid", "no image suffix"),
+                        (tmp_path / "grid.txt", "unknown image suffix")):  # fmt: skip
+        with pytest.raises(ConfigError, match=needle):
+            save_image(image, bad)
+    assert list(tmp_path.iterdir()) == []
+    written = save_image(image, tmp_path / "grid.PNG")
+    assert Image.open(written).getpixel((0, 0)) == 128
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.PNG"]

@@ -31,6 +31,7 @@ __all__ = [
     "data_for",
     "expression",
     "finite",
+    "image_out",
     "load_model",
     "n_bits",
     "one_line",
@@ -97,6 +98,19 @@ def finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
     return value
+
+
+def image_out(text: str) -> str:
+    """argparse type: a file name with an image suffix Pillow writes (not a folder), so a bad
+    ``--out`` is refused before the model runs."""
+    from PIL import Image
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as out.png")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise argparse.ArgumentTypeError(f"{text} has no image suffix; use .png or .jpg")
+    return text
 
 
 # ----------------------------------------------------------------------------- errors

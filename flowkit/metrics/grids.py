@@ -17,6 +17,7 @@ from torch import nn
 
 from flowkit.data import EMOTIONS, postprocess
 from flowkit.devices import device_and_dtype
+from flowkit.errors import ConfigError
 from flowkit.files import atomic_path
 from flowkit.modes import eval_mode
 
@@ -73,10 +74,24 @@ def image_grid(
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Save a PIL image atomically (format from the suffix); returns the path."""
+    """Save a PIL image atomically (format from the suffix); returns the path.
+
+    Raises:
+        ConfigError: ``path`` is a folder or has no image suffix Pillow knows (checked before
+            anything is written).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give an image file name such as {path}/out.png")
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ConfigError(
+            f"{path}: {'no' if not path.suffix else 'unknown'} image suffix"
+            f"{' ' + repr(path.suffix) if path.suffix else ''}; use .png or .jpg"
+        )
     with atomic_path(path) as tmp:
-        image.save(tmp)
-    return Path(path)
+        image.save(tmp, format=image_format)
+    return path
 
 
 @torch.no_grad()

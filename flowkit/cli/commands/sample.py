@@ -31,7 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=options.finite, default=0.7, help="prior temperature")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     options.add_run_options(parser)
-    parser.add_argument("--out", default="samples.png", metavar="PNG", help="output image grid")
+    parser.add_argument(
+        "--out",
+        default="samples.png",
+        type=options.image_out,
+        metavar="PNG",
+        help="output image grid",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

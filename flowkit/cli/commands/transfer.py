@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resize", action="store_true", help="resize images to the model's size")
     options.add_run_options(parser)
-    parser.add_argument("--out", required=True, metavar="PNG", help="edited face")
+    parser.add_argument(
+        "--out", required=True, type=options.image_out, metavar="PNG", help="edited face"
+    )
 
 
 def _read_face(path: str, model: nn.Module, resize: bool) -> np.ndarray:
