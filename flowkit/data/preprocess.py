@@ -116,6 +116,12 @@ def to_model_space(k: torch.Tensor, u: torch.Tensor, n_bits: int) -> torch.Tenso
     return (k + u.clamp_max(U_MAX)) / float(2**n_bits) - 0.5
 
 
+def clip_to_data_range(x: torch.Tensor) -> torch.Tensor:
+    """``x`` clipped into model space ``[-0.5, 0.5)`` (an edited latent can decode slightly
+    outside it; :func:`postprocess` would clip it the same way)."""
+    return x.clamp(-0.5, 0.5 - 1e-6)
+
+
 def postprocess(x: Array, n_bits: int = 8, full_range: bool = False) -> torch.Tensor:
     """Float tensor (model space, ~[-0.5, 0.5)) -> uint8 images; clips out-of-range values.
 

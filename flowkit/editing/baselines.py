@@ -18,11 +18,10 @@ import torch
 from torch import Tensor
 
 from flowkit.data.labels import LabelLike, as_labels
+from flowkit.data.preprocess import clip_to_data_range
 from flowkit.layers.pca import principal_axes
 
 __all__ = ["PCAMeanShift", "PixelMeanShift"]
-
-_HIGH = 0.5 - 1e-6
 
 
 def _class_means(images: Tensor, labels: LabelLike) -> tuple[Tensor, Tensor]:
@@ -60,7 +59,7 @@ class PixelMeanShift:
 
     def __call__(self, x: Tensor, source: LabelLike, target: LabelLike) -> Tensor:
         delta = self.direction(source, target, x.shape[0])
-        return (x + delta.reshape(x.shape).to(x)).clamp(-0.5, _HIGH)
+        return clip_to_data_range(x + delta.reshape(x.shape).to(x))
 
 
 @dataclass
@@ -89,4 +88,4 @@ class PCAMeanShift(PixelMeanShift):
         flat = x.reshape(x.shape[0], -1).to(torch.float64)
         moved = flat - self.center + self.direction(source, target, x.shape[0])
         edited = self.center + (moved @ self.axes.T) @ self.axes
-        return edited.reshape(x.shape).to(x).clamp(-0.5, _HIGH)
+        return clip_to_data_range(edited.reshape(x.shape).to(x))

@@ -25,13 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.data.labels import LabelLike, as_labels
+from flowkit.data.preprocess import clip_to_data_range
 from flowkit.devices import device_and_dtype
 from flowkit.errors import ConfigError
 from flowkit.modes import eval_mode
 
-__all__ = ["condition_transfer", "is_class_conditional"]
+__all__ = ["check_alpha", "condition_transfer", "is_class_conditional"]
 
-_HIGH = 0.5 - 1e-6
+
+def check_alpha(alpha: float) -> None:
+    """Refuse a non-finite edit strength (a NaN would decode to a black image silently)."""
+    if not math.isfinite(float(alpha)):
+        raise ConfigError(f"alpha must be a finite number, got {alpha}")
 
 
 def is_class_conditional(model: nn.Module) -> bool:
@@ -61,8 +66,7 @@ def condition_transfer(
         alpha: condition blend (0 unchanged, 1 full swap).
         clamp: clip the decoded images to ``[-0.5, 0.5)``.
     """
-    if not math.isfinite(float(alpha)):
-        raise ConfigError(f"alpha must be a finite number, got {alpha}")
+    check_alpha(alpha)
     if not is_class_conditional(model):
         raise ConfigError(
             f"{type(model).__name__} has no class-conditional prior; condition transfer needs "
@@ -84,4 +88,4 @@ def condition_transfer(
             edited, _ = model.inverse(model.flatten_latents(latents), context=target[rows])
             out.append(edited)
     result = torch.cat(out).to(x.device) if out else x.clone()
-    return result.clamp(-0.5, _HIGH) if clamp else result
+    return clip_to_data_range(result) if clamp else result

@@ -27,28 +27,25 @@ batch-wise, computed without gradients and in the model's eval mode.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from flowkit.editing.condition import condition_transfer, is_class_conditional
+from flowkit.data.preprocess import clip_to_data_range
+from flowkit.editing.condition import check_alpha, condition_transfer, is_class_conditional
 from flowkit.editing.latents import decode, encode
 from flowkit.editing.space import ExpressionSpace
 from flowkit.editing.statistics import LabelLike, LatentStatistics, as_labels
 from flowkit.errors import ConfigError
 from flowkit.metrics.flow_classifier import most_likely_classes
 
-_HIGH = 0.5 - 1e-6
-
 LABEL_METHODS = ("auto", "condition", "mean_shift")
 REFERENCE_METHODS = ("auto", "condition", "lda")
 
 
 def _finish(x: Tensor, clamp: bool) -> Tensor:
-    # An edited latent can decode slightly outside the data range; postprocess would clip it too.
-    return x.clamp(-0.5, _HIGH) if clamp else x
+    return clip_to_data_range(x) if clamp else x
 
 
 def default_method(model: nn.Module) -> str:
@@ -56,12 +53,6 @@ def default_method(model: nn.Module) -> str:
     latent statistics), else ``"latent"``."""
     conditioned = is_class_conditional(model) and bool(getattr(model, "class_context", False))
     return "condition" if conditioned else "latent"
-
-
-def _check_alpha(alpha: float) -> None:
-    # A NaN strength would decode to a black image without complaint.
-    if not math.isfinite(float(alpha)):
-        raise ConfigError(f"alpha must be a finite number, got {alpha}")
 
 
 def _choose(method: str, allowed: tuple[str, ...], preferred: str) -> str:
@@ -100,7 +91,7 @@ def label_transfer(
     Returns:
         Edited faces, same shape as ``x``.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     swap_without_stats = stats is None and default_method(model) == "condition"
     method = _choose(method, LABEL_METHODS, "condition" if swap_without_stats else "mean_shift")
     if method == "condition":
@@ -127,7 +118,7 @@ def recognise(
     (a discriminative read-out, far more accurate on held-out people than the likelihood),
     else the class under which the flow finds them most likely, among ``candidates``."""
     if space is not None:
-        return space.classify(encode(model, x, batch_size=batch_size)).cpu()
+        return classify(model, x, space, batch_size).cpu()
     classes = list(range(int(model.num_classes))) if candidates is None else list(candidates)
     return most_likely_classes(model, x, classes)
 
@@ -159,7 +150,7 @@ def reference_transfer(
     Models built with ``class_context=True`` encode under the uniform class mixture for the
     LDA (:func:`flowkit.editing.latents.neutral_context`).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if reference_x.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"reference_x must have 1 or {x.shape[0]} rows, got {reference_x.shape[0]}"

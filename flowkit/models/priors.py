@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -74,9 +75,17 @@ class ClassConditionalGaussian(nn.Module):
         self.mean = nn.Parameter(torch.zeros(self.num_classes, numel))
         self.log_scale = nn.Parameter(torch.zeros(self.num_classes, numel))
 
+    def _moments(self, classes: Any, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Per-sample ``(mean, log_scale)`` ``(n, D)`` of labels ``(n,)`` (or one label), or
+        of class weights ``(n, K)`` (the weighted mixture of the classes' parameters)."""
+        if isinstance(classes, Tensor) and classes.is_floating_point() and classes.dim() == 2:
+            weights = classes.to(dtype)
+            return weights @ self.mean.to(dtype), weights @ self.log_scale.to(dtype)
+        labels = as_labels(classes, n, num_classes=self.num_classes, device=self.mean.device)
+        return self.mean[labels].to(dtype), self.log_scale[labels].to(dtype)
+
     def _class_log_prob(self, flat: Tensor, labels: Tensor) -> Tensor:
-        mean = self.mean[labels].to(flat.dtype)
-        log_scale = self.log_scale[labels].to(flat.dtype)
+        mean, log_scale = self._moments(labels, flat.shape[0], flat.dtype)
         standardised = (flat - mean) * torch.exp(-log_scale)
         return (-0.5 * standardised * standardised - log_scale).sum(dim=1) - 0.5 * flat.shape[
             1
@@ -98,11 +107,9 @@ class ClassConditionalGaussian(nn.Module):
 
     def standardize(self, z: Tensor, y: Tensor) -> Tensor:
         """``(z - mu_y) / sigma_y``: the standard-normal noise that ``z`` is under class ``y``."""
-        labels = as_labels(y, z.shape[0], num_classes=self.num_classes, device=z.device)
         flat = z.reshape(z.shape[0], -1)
-        mean = self.mean[labels].to(flat.dtype)
-        standardised = (flat - mean) * torch.exp(-self.log_scale[labels].to(flat.dtype))
-        return standardised.reshape(z.shape)
+        mean, log_scale = self._moments(y, z.shape[0], flat.dtype)
+        return ((flat - mean) * torch.exp(-log_scale)).reshape(z.shape)
 
     def transport(self, z: Tensor, source: Tensor, target: Tensor) -> Tensor:
         """Move latents of class ``source`` to class ``target`` keeping their standardised
@@ -113,16 +120,8 @@ class ClassConditionalGaussian(nn.Module):
         (a blend of classes: mean and log-scale are mixed with those weights).
         """
         flat = z.reshape(z.shape[0], -1)
-
-        def moments(classes: Tensor) -> tuple[Tensor, Tensor]:
-            if classes.dtype.is_floating_point:
-                weights = classes.to(flat.dtype)
-                return weights @ self.mean.to(flat.dtype), weights @ self.log_scale.to(flat.dtype)
-            labels = as_labels(classes, z.shape[0], num_classes=self.num_classes, device=z.device)
-            return self.mean[labels].to(flat.dtype), self.log_scale[labels].to(flat.dtype)
-
-        mean_s, log_scale_s = moments(source)
-        mean_t, log_scale_t = moments(target)
+        mean_s, log_scale_s = self._moments(source, z.shape[0], flat.dtype)
+        mean_t, log_scale_t = self._moments(target, z.shape[0], flat.dtype)
         moved = mean_t + torch.exp(log_scale_t - log_scale_s) * (flat - mean_s)
         return moved.reshape(z.shape)
 

@@ -70,11 +70,6 @@ def _read_face(path: str, model: nn.Module, resize: bool) -> np.ndarray:
     return np.array(img)
 
 
-def _run_dir_candidates(model_path: Path) -> list[Path]:
-    # model file in a run folder, or in runs/x/checkpoints/step-N/
-    return [model_path.parent, model_path.parent.parent.parent]
-
-
 def _editing_tools(
     model: nn.Module,
     meta: dict[str, Any],
@@ -87,7 +82,8 @@ def _editing_tools(
     """Latent statistics and (if needed) expression space: saved next to the run, else fitted on
     ``--data`` or the run's own training data."""
     if not data:
-        for folder in _run_dir_candidates(model_path):
+        # The model's own folder (a checkpoint's), then its run folder.
+        for folder in dict.fromkeys([model_path.parent, options.run_folder_of(model_path)]):
             stats_path, space_path = folder / STATS_FILE, folder / SPACE_FILE
             if stats_path.is_file() and (not need_space or space_path.is_file()):
                 stats = LatentStatistics.load(stats_path)

@@ -126,7 +126,15 @@ class TransferReport:
 
     # ----- the picture ----------------------------------------------------------------------
 
-    def _make_grid(self, methods, tasks, edited, faces, references, n_bits) -> None:
+    def _make_grid(
+        self,
+        methods: Sequence[TransferMethod],
+        tasks: TransferTasks,
+        edited: dict[str, Tensor],
+        faces: Tensor,
+        references: Tensor,
+        n_bits: int,
+    ) -> None:
         rows = _grid_rows(tasks, GRID_ROWS)
         columns = [faces[tasks.source[rows]]]
         names = ["source"]
