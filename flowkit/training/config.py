@@ -36,12 +36,13 @@ NUM_CLASSES = 8
 """Class-conditional prior size: the full emotion vocabulary (see the module docstring)."""
 
 
-_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
-    "bool": (bool,),
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
+_PLAIN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
 }
+"""Annotation -> (accepted Python types, how the error message names them)."""
 
 
 def check_types(config: Any) -> None:
@@ -52,16 +53,13 @@ def check_types(config: Any) -> None:
     for item in fields(config):
         annotation = str(item.type).replace(" ", "")
         optional = annotation.endswith("|None")
-        expected = _PLAIN_TYPES.get(annotation.removesuffix("|None"))
+        rule = _PLAIN_TYPES.get(annotation.removesuffix("|None"))
         value = getattr(config, item.name)
-        if expected is None or (optional and value is None):
+        if rule is None or (optional and value is None):
             continue
+        expected, kind = rule
         wrong_bool = isinstance(value, bool) and bool not in expected
         if wrong_bool or not isinstance(value, expected):
-            kind = annotation.removesuffix("|None").replace("float", "number")
-            kind = {"bool": "true or false", "str": "a string"}.get(kind, f"a {kind}")
-            if kind == "a int":
-                kind = "a whole number"
             raise ConfigError(f"config: {item.name} must be {kind}, got {value!r}")
 
 
