@@ -141,3 +141,51 @@ def test_the_correct_reference_passes_every_check():
     block = _Scale().double()
     report = check_block(block, torch.randn(3, 2, 3, 3, dtype=torch.float64), fresh=_Scale())
     assert report["logdet_error_forward"] < 1e-10
+
+
+def _nflows_blocks() -> dict[str, nn.Module]:
+    from nflows.nn.nets import ResidualNet
+    from nflows.transforms import (
+        ActNorm as NflowsActNorm,
+    )
+    from nflows.transforms import (
+        MaskedAffineAutoregressiveTransform,
+        PiecewiseRationalQuadraticCouplingTransform,
+        ReversePermutation,
+    )
+
+    def net(features_in: int, features_out: int) -> nn.Module:
+        return ResidualNet(features_in, features_out, hidden_features=8, num_blocks=1)
+
+    mask = torch.tensor([1, 0, 1, 0])
+    return {
+        "permutation": ReversePermutation(4),
+        "actnorm": NflowsActNorm(4),
+        "maf": MaskedAffineAutoregressiveTransform(4, 8),
+        "spline": PiecewiseRationalQuadraticCouplingTransform(
+            mask, net, tails="linear", tail_bound=3.0
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["permutation", "actnorm", "maf", "spline"])
+def test_check_block_accepts_plain_nflows_blocks(name: str) -> None:
+    """A plain nflows transform passes every check its math allows (it declares no shape, so
+    the shape-error check is the one left out)."""
+    torch.manual_seed(0)
+    block = _nflows_blocks()[name].double()
+    report = check_block(block, torch.randn(3, 4, dtype=torch.float64))
+    assert report["logdet_error_forward"] < 1e-8
+
+
+def test_check_block_rejects_a_broken_nflows_block() -> None:
+    """Leaving out the shape check does not make foreign blocks pass: a wrong log-det fails."""
+    from nflows.transforms import ReversePermutation
+
+    class OffByOne(ReversePermutation):
+        def forward(self, inputs, context=None):
+            outputs, logabsdet = super().forward(inputs, context)
+            return outputs, logabsdet + 1.0
+
+    with pytest.raises(CheckFailure, match="logabsdet"):
+        check_block(OffByOne(4).double(), torch.randn(3, 4, dtype=torch.float64))
