@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -39,3 +40,18 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is true on at least one (an all-reduce MAX); ``flag``
+    itself without a process group.
+
+    Decisions that end a loop (a stop signal that reached some ranks only) must be taken
+    together: a rank that leaves alone makes the others wait in their next collective for a
+    peer that is gone. ``device`` is where the collective runs (NCCL needs a CUDA tensor).
+    """
+    if not is_distributed():
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

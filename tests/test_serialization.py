@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import flowkit
-from flowkit.errors import CheckpointError
+from flowkit.errors import CheckpointError, ConfigError
 from flowkit.models import BPLF, VectorFlow
-from flowkit.serialization import read_metadata
+from flowkit.serialization import from_config, read_metadata
 from flowkit.testing import perturb_parameters
 
 
@@ -131,3 +131,28 @@ def test_incompatible_weights_raise_checkpoint_error(tmp_path):
     save_file(state, str(path), metadata=metadata)
     with pytest.raises(CheckpointError, match="m.safetensors"):
         flowkit.load(path)
+
+
+def test_from_config_refuses_unknown_or_mistyped_arguments_in_one_line():
+    config = _trained_bplf().config
+    with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
+        from_config({**config, "bogus": 3})
+    with pytest.raises(ConfigError, match="hidden must be a whole number, got '8'"):
+        from_config({**config, "hidden": "8"})
+    assert from_config(config).config == config
+
+
+def test_cut_tensor_data_is_refused_from_the_header_alone(tmp_path):
+    """The header says how many bytes of tensor data follow: a file with fewer (or more) is
+    refused by ``read_metadata`` and ``load`` alike, before any tensor is read."""
+    path = tmp_path / "m.safetensors"
+    model = _trained_bplf()
+    model.save(path, metadata={"step": 5})
+    assert read_metadata(path)["metadata"] == {"step": 5}
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    for cut in (data[: 8 + header_len + 4], data + b"\0"):
+        path.write_bytes(cut)
+        for read in (read_metadata, flowkit.load):
+            with pytest.raises(CheckpointError, match="m.safetensors: truncated or corrupt"):
+                read(path)

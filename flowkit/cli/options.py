@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from flowkit.data import EmotionSet, label_index, train_test_sets
 from flowkit.errors import CheckpointError, ConfigError
 from flowkit.training import TrainConfig, resolve_model_path
 from flowkit.training.checkpoint import find_run_meta, load_model_file
+from flowkit.training.setup import MAX_SEED
 
 __all__ = [
     "HelpFormatter",
@@ -28,6 +30,7 @@ __all__ = [
     "add_run_options",
     "add_trained_model_args",
     "count",
+    "count_at_most",
     "data_for",
     "expression",
     "finite",
@@ -35,8 +38,10 @@ __all__ = [
     "load_model",
     "n_bits",
     "one_line",
+    "readable_file",
     "require_classes",
     "run_folder_of",
+    "seed",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -89,6 +94,31 @@ def count(text: str) -> int:
     return value
 
 
+def count_at_most(limit: int, why: str) -> Callable[[str], int]:
+    """argparse type: an integer in ``1..limit``; ``why`` names the limit in the message (so an
+    oversized request is refused while the flags are read, before any work is done)."""
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{value} is more than {limit} ({why})")
+        return value
+
+    return parse
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, an integer in ``0..2**63-1`` (torch's generators take 64 bits; a
+    larger number would end in an overflow deep inside the run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number in 0..2**63-1, got {value}")
+    return value
+
+
 def finite(text: str) -> float:
     """argparse type: a finite number (no nan or inf)."""
     try:
@@ -111,6 +141,18 @@ def image_out(text: str) -> str:
     if path.suffix.lower() not in Image.registered_extensions():
         raise argparse.ArgumentTypeError(f"{text} has no image suffix; use .png or .jpg")
     return text
+
+
+def readable_file(path: str | Path, what: str) -> Path:
+    """``path`` as a :class:`Path` when it is a file; otherwise an error that says whether it is
+    missing or a folder (a folder is no "missing file": the message must not send the user
+    looking for a path that exists)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path
 
 
 # ----------------------------------------------------------------------------- errors

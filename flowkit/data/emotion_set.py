@@ -39,7 +39,7 @@ def normalize_split(value: str) -> str:
     key = str(value).strip().lower().replace("_", "").replace("-", "")
     if key not in _SPLIT_ALIASES:
         raise DataError(
-            f"unknown split {value!r}; expected train/training, test/testing/publictest/"
+            f"unknown split {str(value)!r}; expected train/training, test/testing/publictest/"
             "privatetest or val/validation"
         )
     return _SPLIT_ALIASES[key]
@@ -236,6 +236,7 @@ class EmotionSet:
                 todo &= ~with_subject
         if todo.any():
             is_test[todo] = _stratified_split(self.labels[todo], test_fraction, rng)
+            _keep_both_parts(is_test, todo, self.labels, rng)
         return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
     def split(
@@ -251,7 +252,11 @@ class EmotionSet:
            parts; subjects are taken in a seeded random order and put into the test part when
            that brings its per-emotion counts closer to ``test_fraction`` of each emotion;
         3. the remaining rows are split stratified by emotion: ``round(test_fraction * n_c)``
-           of each emotion ``c`` go to test.
+           of each emotion ``c`` go to test;
+        4. when that leaves the test part empty (a tiny set: ``round(test_fraction * n_c)`` is
+           0 for every emotion, e.g. 5 images per emotion at 10%), one of those rows, of the
+           emotion with the most rows, goes to test; likewise one goes back to train if every
+           row went to test. A set of two or more images thus always has both parts.
 
         The returned sets have ``given_split`` set to ``"train"`` / ``"test"``.
         """
@@ -270,6 +275,31 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
         k = int(round(fraction * len(rows)))
         is_test[rng.permutation(rows)[:k]] = True
     return is_test
+
+
+def _keep_both_parts(
+    is_test: np.ndarray, movable: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Move one of the ``movable`` (label-split) rows across when the test part or the train
+    part came out empty, in place.
+
+    A careful user asking for a held-out fraction expects a held-out measurement: with 5 images
+    per emotion and ``test_fraction=0.1`` the stratified rounding holds out nothing, and the
+    run would train and then have no test set to evaluate. One image is the smallest test set
+    that still measures something, so the split guarantees it rather than refusing a small set
+    (which would also refuse quick smoke runs). The row comes from the emotion with the most
+    rows, so that emotion keeps training images.
+    """
+    if len(is_test) < 2:
+        return
+    for side in (False, True):  # side: the value every row has when one part is empty
+        if (is_test == side).all():
+            rows = np.flatnonzero(movable)
+            if not rows.size:
+                return
+            counts = np.bincount(labels[rows], minlength=NUM_EMOTIONS)
+            candidates = rows[labels[rows] == int(np.argmax(counts))]
+            is_test[rng.choice(candidates)] = not side
 
 
 def _subject_split(

@@ -57,20 +57,57 @@ def check_channels(channels: int) -> int:
     return int(channels)
 
 
+# Pillow modes of grey images with more than 8 bits per pixel: 16-bit ("I;16*", 16-bit PNG and
+# TIFF), 32-bit integer ("I", how Pillow decodes some 16-bit files) and 32-bit float ("F").
+# Pillow's own convert("L") clips them at 255, which turns a 16-bit face all white.
+_DEEP_MODES: frozenset[str] = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
+def _deep_to_8bit(img: Image.Image, what: str) -> Image.Image:
+    """A grey image of a :data:`_DEEP_MODES` mode as an 8-bit ``"L"`` image, scaled rather than
+    clipped: integers are 16-bit levels, ``round(v / 257)`` (65535 -> 255); floats follow the
+    rule of float arrays (:func:`_to_uint8`: 0..1 or 0..255, NaN/inf refused)."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        return Image.fromarray(_to_uint8(arr, what))
+    values = arr.astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DataError(
+            f"{what}: {img.mode} pixels range {values.min()}..{values.max()}; expected 16-bit "
+            "levels 0..65535 (or an 8-bit image)"
+        )
+    # round(v * 255 / 65535) in integers: exact, and 0 -> 0, 65535 -> 255.
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
 def read_image(path: str | Path, size: Size = None, channels: int = 1) -> np.ndarray:
     """Decode one image file to uint8 ``(C, H, W)``, converted to grey/RGB and resized.
 
-    Raises whatever Pillow raises for an unreadable or truncated file (see DECODE_ERRORS);
-    readers catch it, skip the file and warn.
+    Grey images of more than 8 bits (16-bit PNG/TIFF, float TIFF) are scaled to 8 bits
+    (``round(v / 257)`` for 16-bit levels), not clipped.
+
+    Raises:
+        DataError: the file cannot be decoded (truncated, not an image, NaN pixels ...); the
+            message names the file. It is a ``ValueError``, one of :data:`DECODE_ERRORS`, so
+            readers of many files catch it, skip the file and warn.
     """
     check_channels(channels)
     hw = as_hw(size)
-    with Image.open(path) as img:
-        img.load()  # decode now, so a truncated file fails here and not later
-        img = img.convert("L" if channels == 1 else "RGB")
-        if hw is not None and img.size != (hw[1], hw[0]):
-            img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here and not later
+            if img.mode in _DEEP_MODES:
+                img = _deep_to_8bit(img, str(path))
+            img = img.convert("L" if channels == 1 else "RGB")
+            if hw is not None and img.size != (hw[1], hw[0]):
+                img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (DataError, FileNotFoundError):
+        raise  # they already name the file
+    except DECODE_ERRORS as err:
+        # Pillow's messages rarely name the file ("cannot identify image file <_io...>").
+        reason = str(err).strip() or type(err).__name__
+        raise DataError(f"{path}: not a readable image ({reason})") from err
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
 
 
@@ -83,16 +120,21 @@ def to_nchw(images: np.ndarray, what: str = "images", layout: str = "auto") -> n
     first. ``"nchw"``/``"nhwc"`` say it explicitly.
     """
     images = np.asarray(images)
+    out: np.ndarray | None = None
     if images.ndim == 3:
-        return images[:, None]
-    if images.ndim == 4:
+        out = images[:, None]
+    elif images.ndim == 4:
         first, last = images.shape[1] in (1, 3, 4), images.shape[-1] in (1, 3, 4)
         if layout == "nchw" or (layout == "auto" and first and not last):
-            return images
-        if layout == "auto" and first and last and images.shape[2] == images.shape[3]:
-            return images
-        if layout == "nhwc" or (layout == "auto" and last):
-            return images.transpose(0, 3, 1, 2)
+            out = images
+        elif layout == "auto" and first and last and images.shape[2] == images.shape[3]:
+            out = images
+        elif layout == "nhwc" or (layout == "auto" and last):
+            out = images.transpose(0, 3, 1, 2)
+    if out is not None and out.shape[1] in (1, 3, 4):
+        if out.shape[2] < 1 or out.shape[3] < 1:
+            raise DataError(f"{what}: images of {out.shape[2]}x{out.shape[3]} pixels have none")
+        return out
     raise DataError(
         f"{what}: expected an array of shape (N, H, W), (N, C, H, W) or (N, H, W, C) with "
         f"C in 1/3/4, got {images.shape}"
@@ -100,19 +142,34 @@ def to_nchw(images: np.ndarray, what: str = "images", layout: str = "auto") -> n
 
 
 def _to_uint8(images: np.ndarray, what: str) -> np.ndarray:
+    """Pixels as uint8: bools -> 0/255, integers within 0..255 as they are, floats within
+    0..1 scaled by 255 or within 0..255 rounded. Anything else raises :class:`DataError`
+    naming ``what``: a NaN or infinite pixel has no grey level, and guessing one (NumPy casts
+    NaN to 0) would train on black pixels nobody drew."""
     if images.dtype == np.uint8:
         return images
     if images.dtype == np.bool_:
         return images.astype(np.uint8) * 255
-    if np.issubdtype(images.dtype, np.floating):
-        lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
+    kind = images.dtype.kind
+    if kind not in "iuf":
+        raise DataError(f"{what}: expected numeric pixels, got dtype {images.dtype}")
+    if images.size == 0:
+        return images.astype(np.uint8)
+    if kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            bad = int(images.size - np.count_nonzero(finite))
+            raise DataError(
+                f"{what}: {bad} of {images.size} pixel values are NaN or infinite; expected "
+                "finite values within 0..1 or 0..255"
+            )
+        lo, hi = float(images.min()), float(images.max())
         if lo >= 0.0 and hi <= 1.0:  # float images in [0, 1]
             return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
         if lo >= 0.0 and hi <= 255.0:
             return np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    elif np.issubdtype(images.dtype, np.integer):
-        if images.min() >= 0 and images.max() <= 255:
-            return images.astype(np.uint8)
+    elif images.min() >= 0 and images.max() <= 255:
+        return images.astype(np.uint8)
     raise DataError(
         f"{what}: expected uint8 pixels (or integers/floats within 0..255, floats within 0..1), "
         f"got dtype {images.dtype} with range {images.min()}..{images.max()}"

@@ -91,8 +91,9 @@ def normalize_label(name: str) -> str:
     """
     canonical = ALIASES.get(_key(str(name)))
     if canonical is None:
+        # str() first: numpy strings would print as np.str_('x').
         raise UnknownLabelError(
-            f"unknown emotion label {name!r}; expected one of {', '.join(EMOTIONS)} "
+            f"unknown emotion label {str(name)!r}; expected one of {', '.join(EMOTIONS)} "
             f"(or an alias: {', '.join(sorted(set(ALIASES) - set(EMOTIONS)))})"
         )
     return canonical
@@ -109,6 +110,8 @@ LabelLike = int | str | Sequence[int | str] | np.ndarray | torch.Tensor
 
 def label_index(name: str | int) -> int:
     """Index in :data:`EMOTIONS` of an emotion name/alias, or a validated canonical index."""
+    if isinstance(name, bool | np.bool_):
+        raise UnknownLabelError(f"label {name!r} is a bool; expected an emotion name or index")
     if isinstance(name, (int, np.integer)):
         if not 0 <= int(name) < NUM_EMOTIONS:
             raise UnknownLabelError(
@@ -151,6 +154,9 @@ def as_labels(
         ShapeError: neither one nor ``n`` labels.
         UnknownLabelError: a name outside the vocabulary.
     """
+    if isinstance(labels, bool | np.bool_):
+        # bool is an int to Python, so True would silently become class 1.
+        raise ConfigError(f"class labels must be integers or emotion names, got {labels!r}")
     if isinstance(labels, str):
         out = torch.tensor([label_index(labels)], dtype=torch.int64)
     elif isinstance(labels, int | np.integer):

@@ -42,6 +42,11 @@ def find_reader(path: str | Path) -> Reader:
     for reader in registered():
         if reader.detect(path):
             return reader
+    for reader in registered():
+        reason = reader.diagnose(path) if reader.diagnose is not None else None
+        if reason:
+            what = "image folder" if reader.kind == "folder" else "data file"
+            raise DataError(f"{path}: not a recognised {what}: {reason}")
     if path.is_file():
         raise DataError(
             f"{path}: unsupported file type {path.suffix.lower()!r}; expected "
@@ -60,6 +65,28 @@ def detect_format(path: str | Path) -> str:
     file names add subjects).
     """
     return find_reader(path).name
+
+
+def refuse_repeated_paths(paths: Sequence[str | Path]) -> None:
+    """Raise :class:`DataError` when two of ``paths`` are the same file or folder, also when
+    spelled differently (``x`` and ``./x``, a symlink and its target).
+
+    Refused rather than de-duplicated: merged twice, every image would appear twice, and a
+    split could put one copy in train and the other in test, so the test score would measure
+    memorisation. A repeated path is most often a typo for another source, which dropping the
+    copy silently would hide; the fix is one edit of the command line.
+    """
+    seen: dict[Path, str | Path] = {}
+    for p in paths:
+        key = Path(p).expanduser().resolve()
+        if key in seen:
+            first = seen[key]
+            same = f"{first} twice" if str(first) == str(p) else f"{first} and {p} (both {key})"
+            raise DataError(
+                f"the same data is given twice: {same}; give each source once (its images "
+                "would otherwise be merged twice and could land in both train and test)"
+            )
+        seen[key] = p
 
 
 def load(
@@ -91,6 +118,7 @@ def load(
     if isinstance(path, (list, tuple)):
         if not path:
             raise DataError("load: expected at least one path")
+        refuse_repeated_paths(path)
         sets = [load(p, size, channels, None, format, subject_pattern, show_progress) for p in path]
         return merge_sets(sets)
     path = Path(path)

@@ -38,11 +38,14 @@ def train_test_sets(
     identities of 8 expressions, split by identity); anything else is read with
     :func:`flowkit.data.load` (several paths are merged) and converted when its shape differs.
     A split given by the source is respected, else by subject when known, else stratified by
-    emotion; when that leaves one side empty the split ignores the given one.
+    emotion; when that leaves one side empty the split ignores the given one. Both parts are
+    never empty: a tiny set still holds out one image (see :meth:`EmotionSet.split`), so
+    training and ``flowkit eval`` always have a test set.
 
     Raises:
         FileNotFoundError: a path does not exist (the message names it).
-        ConfigError: fewer than 2 images.
+        DataError: the same path given twice, or an unreadable source.
+        ConfigError: fewer than 2 images (the message gives the counts per emotion).
     """
     if isinstance(source, str | None) and source in _SYNTHETIC_NAMES:
         # At least two identities, so an identity-disjoint split has both sides.
@@ -59,10 +62,37 @@ def train_test_sets(
         if full.shape != (channels, image_size, image_size):
             full = full.convert(size=image_size, channels=channels)
     if len(full) < 2:
-        raise ConfigError(f"data {source}: need at least 2 images, got {len(full)}")
+        raise ConfigError(
+            f"data {_describe(source)}: {_counts(full)}; training needs at least 2 images, one "
+            "to train on and one to test on"
+        )
     train_set, test_set = full.split(test_fraction=test_fraction, seed=seed)
     if len(test_set) == 0 or len(train_set) == 0:
         train_set, test_set = full.split(
             test_fraction=test_fraction, seed=seed, respect_given=False
         )
+    if len(test_set) == 0 or len(train_set) == 0:
+        # EmotionSet.split keeps both parts non-empty for 2+ images; refuse before training
+        # rather than fail after it, should a split rule ever leave one empty.
+        raise ConfigError(
+            f"data {_describe(source)}: {_counts(full)}; the split left "
+            f"{len(train_set)} train / {len(test_set)} test images, and training needs both"
+        )
     return train_set, test_set
+
+
+def _describe(source: DataSource) -> str:
+    if isinstance(source, list | tuple):
+        return ", ".join(str(p) for p in source)
+    return str(source)
+
+
+def _counts(emotion_set: EmotionSet) -> str:
+    """``"3 images (happy 2, sad 1), 1 subject"``: what a split has to work with."""
+    per_class = ", ".join(f"{k} {v}" for k, v in emotion_set.class_counts().items() if v)
+    subjects = len(emotion_set.subject_ids)
+    text = f"{len(emotion_set)} image{'s' if len(emotion_set) != 1 else ''}"
+    text += f" ({per_class})" if per_class else ""
+    if subjects:
+        text += f", {subjects} subject{'s' if subjects != 1 else ''}"
+    return text

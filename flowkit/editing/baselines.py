@@ -25,7 +25,7 @@ __all__ = ["PCAMeanShift", "PixelMeanShift"]
 
 
 def _class_means(images: Tensor, labels: LabelLike) -> tuple[Tensor, Tensor]:
-    flat = images.reshape(images.shape[0], -1).to(torch.float64)
+    flat = images.flatten(1).to(torch.float64)
     y = as_labels(labels, flat.shape[0])
     k = int(y.max()) + 1
     counts = torch.bincount(y, minlength=k)
@@ -74,7 +74,7 @@ class PCAMeanShift(PixelMeanShift):
     def fit(cls, images: Tensor, labels: LabelLike, components: int = 100) -> PCAMeanShift:
         """Class means and the top ``components`` principal axes of the training faces."""
         means, counts = _class_means(images, labels)
-        flat = images.reshape(images.shape[0], -1).to(torch.float64)
+        flat = images.flatten(1).to(torch.float64)
         centred = flat - flat.mean(0)
         covariance = centred.T @ centred / max(flat.shape[0] - 1, 1)
         axes, _ = principal_axes(covariance)
@@ -85,7 +85,7 @@ class PCAMeanShift(PixelMeanShift):
 
     def __call__(self, x: Tensor, source: LabelLike, target: LabelLike) -> Tensor:
         assert self.axes is not None and self.center is not None
-        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        flat = x.flatten(1).to(torch.float64)
         moved = flat - self.center + self.direction(source, target, x.shape[0])
         edited = self.center + (moved @ self.axes.T) @ self.axes
         return clip_to_data_range(edited.reshape(x.shape).to(x))

@@ -12,6 +12,8 @@ hand-made stack.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -63,9 +65,9 @@ def encode(
             xb = x[start : start + batch_size].to(device=device, dtype=dtype)
             cb = None if context is None else context[start : start + batch_size].to(device)
             z, _ = model(xb, context=cb)
-            out.append(z.reshape(z.shape[0], -1))
-    if not out:
-        return torch.empty(0, 0, dtype=dtype, device=x.device)
+            out.append(z.flatten(1))
+    if not out:  # no faces: (0, D), so callers can concatenate and index as usual
+        return torch.empty(0, math.prod(latent_shape(model)), dtype=dtype, device=x.device)
     return torch.cat(out).to(x.device)
 
 

@@ -22,15 +22,91 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from flowkit.data.errors import DataError
 from flowkit.editing.statistics import LabelLike, as_labels
 from flowkit.files import atomic_path
 from flowkit.serialization import load_tensors
+
+MIN_SHRINKAGE = 0.01
+"""Least covariance shrinkage of ``shrinkage="auto"``. The Ledoit-Wolf estimate is 0 for an
+expression with two faces (the two centred rows are mirror images, so the estimator sees no
+sampling noise), which leaves a rank-1 covariance and an LDA that cannot be solved; 1% of the
+average variance on the diagonal makes every within-expression covariance invertible while
+leaving any estimate above it, the usual case for image latents, unchanged."""
+
+
+def _check_fit_data(z: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray:
+    """The distinct labels of ``y`` after checking that LDA can be fitted on ``(z, y)``;
+    otherwise a :class:`DataError` saying what the faces lack (checked here, before
+    scikit-learn fails with a message about matrices). Latents that differ by less than
+    ``tolerance`` times their magnitude count as equal."""
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size < 2:
+        raise DataError(f"ExpressionSpace needs >= 2 expression labels, got {classes.tolist()}")
+    n = z.shape[0]
+    if n <= classes.size:
+        raise DataError(
+            f"ExpressionSpace needs more faces than expressions to measure how faces vary "
+            f"within an expression: got {n} faces of {classes.size} expressions "
+            f"(at least one expression needs 2 or more faces)"
+        )
+    bad = int(z.size - np.count_nonzero(np.isfinite(z)))
+    if bad:
+        raise DataError(
+            f"ExpressionSpace: {bad} latent values are NaN or infinite; the model does not map "
+            "these faces to finite latents"
+        )
+    residuals = z - _class_means(z, y, classes)[np.searchsorted(classes, y)]
+    scale = max(float(np.abs(z).max()), 1.0)
+    if float(np.abs(residuals).max()) <= tolerance * scale:
+        # Exact duplicates (constant images, one face copied per expression): LDA divides by
+        # the within-expression spread, which is zero here.
+        if float(np.ptp(z, axis=0).max()) <= tolerance * scale:
+            what = f"all {n} faces have the same latent (constant images?)"
+        else:
+            per_class = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+            what = (
+                f"the faces of each expression have identical latents (faces per expression: "
+                f"{per_class}; duplicated images?)"
+            )
+        raise DataError(f"ExpressionSpace: {what}; LDA needs faces that vary within an expression")
+    return classes
+
+
+def _class_means(z: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return np.stack([z[y == c].mean(axis=0) for c in classes])
+
+
+def _floored_ledoit_wolf() -> Any:
+    """scikit-learn's ``shrinkage="auto"`` covariance (Ledoit-Wolf on standardised features,
+    rescaled) with the shrinkage raised to at least :data:`MIN_SHRINKAGE`; a scikit-learn
+    covariance estimator, for ``LinearDiscriminantAnalysis(covariance_estimator=...)``."""
+    from sklearn.base import BaseEstimator
+    from sklearn.covariance import empirical_covariance, ledoit_wolf_shrinkage, shrunk_covariance
+    from sklearn.preprocessing import StandardScaler
+
+    class FlooredLedoitWolf(BaseEstimator):
+        def fit(self, x: np.ndarray, y: Any = None) -> FlooredLedoitWolf:
+            scaler = StandardScaler()
+            standard = scaler.fit_transform(x)
+            centred = standard - standard.mean(axis=0)
+            shrinkage = max(float(ledoit_wolf_shrinkage(centred, assume_centered=True)), 0.0)
+            covariance = shrunk_covariance(
+                empirical_covariance(centred, assume_centered=True),
+                max(shrinkage, MIN_SHRINKAGE),
+            )
+            scale = scaler.scale_
+            self.covariance_ = scale[:, None] * covariance * scale[None, :]
+            return self
+
+    return FlooredLedoitWolf()
 
 
 @dataclass
@@ -61,23 +137,31 @@ class ExpressionSpace:
             shrinkage: covariance shrinkage of the eigen solver; ``"auto"`` (Ledoit-Wolf) keeps
                 the directions meaningful when ``D`` exceeds the number of faces, the usual case
                 for images; ``None`` uses the plain within-class covariance (SVD solver).
+
+        Raises:
+            DataError: the latents cannot define an expression space: fewer than two
+                expressions, no more faces than expressions, non-finite latents, or faces that
+                do not vary within any expression (e.g. constant images). The message says which.
+            ValueError: ``n_directions`` out of range.
         """
         # Imported here: scikit-learn (+ SciPy) costs ~85 MiB of RSS and ~1 s at import.
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-        z = latents.reshape(latents.shape[0], -1).detach().cpu().to(torch.float64).numpy()
+        z = latents.flatten(1).detach().cpu().to(torch.float64).numpy()
         y = as_labels(labels, z.shape[0]).cpu().numpy()
-        classes = np.unique(y)
-        if classes.size < 2:
-            raise ValueError(
-                f"ExpressionSpace needs >= 2 expression labels, got {classes.tolist()}"
-            )
+        # Latents agree to the rounding of the dtype they were computed in, no closer.
+        computed_in = latents.dtype if latents.is_floating_point() else torch.float64
+        classes = _check_fit_data(z, y, 64 * torch.finfo(computed_in).eps)
         k_max = min(classes.size - 1, z.shape[1])
         k = k_max if n_directions is None else int(n_directions)
         if not 1 <= k <= k_max:
             raise ValueError(f"n_directions must be in 1..{k_max}, got {n_directions}")
         if shrinkage is None:
             lda = LinearDiscriminantAnalysis(solver="svd")
+        elif shrinkage == "auto":
+            lda = LinearDiscriminantAnalysis(
+                solver="eigen", covariance_estimator=_floored_ledoit_wolf()
+            )
         else:
             lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage)
         lda.fit(z, y)
@@ -103,7 +187,7 @@ class ExpressionSpace:
         return int(self.basis.shape[1])
 
     def _flat(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], -1)
+        return z.flatten(1)
 
     def coordinates(self, z: Tensor) -> Tensor:
         """Expression coordinates ``Eᵀ (z - c)``, shape ``(B, k)``."""

@@ -37,7 +37,7 @@ class LatentStatistics:
         cls, latents: Tensor, labels: LabelLike, num_classes: int | None = None
     ) -> LatentStatistics:
         """Statistics of given flat latents ``(N, D)`` with labels ``(N,)``."""
-        z = latents.reshape(latents.shape[0], -1).to(torch.float64)
+        z = latents.flatten(1).to(torch.float64)
         y = as_labels(labels, z.shape[0]).to(z.device)
         if z.shape[0] == 0:
             raise ValueError("LatentStatistics needs at least one latent")

@@ -39,7 +39,7 @@ def as_shape(shape: Sequence[int], block: str) -> Shape:
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-sample totals of shape (B,)."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+    return x.flatten(1).sum(dim=1)
 
 
 def cascade(
@@ -96,6 +96,13 @@ class FlowTransform(Transform):
     def check_shape(self, x: Tensor, shape: Shape, what: str) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"{type(self).__name__}: {what} must be a torch.Tensor, got {type(x)}")
+        if not x.is_floating_point():
+            # Every block computes in its parameters' dtype cast to the input's: an integer
+            # input would cast an orthogonal matrix to zeros and come back as zeros, silently.
+            raise TypeError(
+                f"{type(self).__name__}: {what} must be a floating-point tensor, got {x.dtype}; "
+                "convert it with x.float() (images: flowkit.data.preprocess)"
+            )
         if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
             expected = "(B, " + ", ".join(str(s) for s in shape) + ")"
             raise ShapeError(type(self).__name__, expected, tuple(x.shape), what)

@@ -33,6 +33,7 @@ from flowkit import zoo
 from flowkit.distributed import all_reduce_mean, broadcast_
 from flowkit.errors import ConfigError, ShapeError
 from flowkit.layers.base import Shape, as_shape
+from flowkit.layers.data_init import has_samples
 from flowkit.layers.pca import principal_axes
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -107,7 +108,7 @@ class PCAView(nn.Module):
             self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not bool(self.initialized):
+        if self.training and not bool(self.initialized) and has_samples(x):
             self.fit(x)
         if self.image:
             centred = x - self.mean.view(1, -1, 1, 1).to(x.dtype)

@@ -11,7 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowkit.distributed import is_distributed
 from flowkit.layers.base import FlowTransform
+
+
+def has_samples(x: Tensor) -> bool:
+    """Whether ``x`` can initialise a block: it has rows, or the process is one of several.
+
+    An empty batch carries no statistics (its mean is NaN), so a single process leaves the
+    block uninitialised and lets the first non-empty batch set it up. Under DDP every rank must
+    join the initialisation's all-reduce, so a rank with an empty shard still takes part.
+    """
+    return x.shape[0] > 0 or is_distributed()
 
 
 class DataInitialized(FlowTransform):
@@ -29,7 +40,7 @@ class DataInitialized(FlowTransform):
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_shape(inputs, self.in_shape, "input")
-        if self.training and not bool(self.initialized):
+        if self.training and not bool(self.initialized) and has_samples(inputs):
             with torch.no_grad():
                 self._initialize(inputs, context)
             self.initialized.fill_(True)

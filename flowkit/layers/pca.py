@@ -152,7 +152,11 @@ class PCAProjection(DataInitialized):
         """Fit ``μ``, ``V`` and ``λ`` to a batch ``(N, *in_shape)`` (tensor or numpy array) and
         mark the block initialised. Under DDP rank 0's batch decides and is broadcast."""
         batch = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        if not batch.is_floating_point() and not batch.is_complex():
+            batch = batch.to(torch.float64)  # the fit computes in float64 anyway
         self.check_shape(batch, self.in_shape, "fit input")
+        if batch.shape[0] == 0:
+            raise ConfigError("PCAProjection.fit: needs at least one sample, got an empty batch")
         with torch.no_grad():
             if is_main_process():
                 self._fit_samples(self._samples(batch))
@@ -219,7 +223,10 @@ class PCAProjection(DataInitialized):
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         self._require_initialized("inverse")
-        feats = y.unsqueeze(-1) if not self.is_image else y.reshape(y.shape[0], self.features, -1)
+        if self.is_image:
+            feats = y.reshape(y.shape[0], self.features, self.positions)
+        else:
+            feats = y.unsqueeze(-1)
         out = self._inverse_matrix().to(y.dtype) @ feats + self.mean.to(y.dtype).unsqueeze(-1)
         if self.is_image:
             p = self.patch_size

@@ -16,11 +16,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit import zoo
+from flowkit import limits, zoo
 from flowkit.data.labels import as_labels
 from flowkit.data.preprocess import bits_per_dim as _bits_per_dim
 from flowkit.errors import ConfigError
@@ -155,7 +156,7 @@ class FlowModel(FlowTransform):
             )
         for z, shape in zip(latents, self.latent_shapes, strict=True):
             self.check_shape(z, tuple(shape), "latent")
-        return torch.cat([z.reshape(z.shape[0], -1) for z in latents], dim=1)
+        return torch.cat([z.flatten(1) for z in latents], dim=1)
 
     def unflatten_latents(self, z: Tensor) -> list[Tensor]:
         """``(B, D)`` -> per-level latents with their shapes (``latent_shapes``)."""
@@ -276,6 +277,7 @@ class FlowModel(FlowTransform):
         generator: torch.Generator | None = None,
     ) -> list[Tensor]:
         """Latents drawn from the prior at ``temperature`` (every level's std scaled by it)."""
+        n = self._sample_count(n)
         temperature = self.default_temperature if temperature is None else float(temperature)
         if not (math.isfinite(temperature) and temperature >= 0):
             raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
@@ -300,14 +302,47 @@ class FlowModel(FlowTransform):
     ) -> Tensor:
         """``n`` samples, shape ``(n, *in_shape)``; ``y`` an int or ``(n,)`` labels selects the
         class (class-conditional models; ``None`` draws classes uniformly). No log-density is
-        computed and no graph is kept."""
+        computed and no graph is kept.
+
+        At most :data:`flowkit.limits.MAX_SAMPLES` per call (a larger ``n`` raises
+        :class:`~flowkit.errors.ConfigError`); they are decoded
+        :data:`flowkit.limits.SAMPLE_CHUNK` at a time, so memory stays that of one chunk's
+        forward pass. All the noise is drawn first, so the samples do not depend on the chunk
+        size. ``n = 0`` gives an empty ``(0, *in_shape)`` tensor.
+        """
+        n = self._sample_count(n)
         labels = self._labels(y, n, self._anchor.device)
         if labels is None and self.num_classes:
             labels = torch.randint(
                 self.num_classes, (n,), device=self._anchor.device, generator=generator
             )
         latents = self.sample_latents(n, labels, temperature, generator)
-        return self.decode(latents, labels)
+        chunk = max(1, int(limits.SAMPLE_CHUNK))  # read at call time: tests shrink it
+        if n <= chunk:
+            return self.decode(latents, labels)
+        parts = [
+            self.decode(
+                [z[start : start + chunk] for z in latents],
+                None if labels is None else labels[start : start + chunk],
+            )
+            for start in range(0, n, chunk)
+        ]
+        return torch.cat(parts)
+
+    def _sample_count(self, n: Any) -> int:
+        """``n`` as the number of samples to draw: an int in ``0..MAX_SAMPLES``, checked before
+        anything is allocated (the bounded-work guarantee, :mod:`flowkit.limits`)."""
+        if isinstance(n, bool | np.bool_) or not isinstance(n, int | np.integer):
+            raise ConfigError(f"number of samples must be an int, got {n!r}")
+        count = int(n)
+        if count < 0:
+            raise ConfigError(f"number of samples must be >= 0, got {count}")
+        if count > limits.MAX_SAMPLES:
+            raise ConfigError(
+                f"{count} samples requested; one request draws at most {limits.MAX_SAMPLES} "
+                "(flowkit.limits.MAX_SAMPLES); ask in several calls"
+            )
+        return count
 
     # ----- housekeeping ------------------------------------------------------------------------
 

@@ -176,8 +176,8 @@ class MultiScaleFlow(FlowModel):
             split = getattr(level, "split", None)
             if split is not None:
                 h, eps = split.split(h)
-                latents.append(eps.reshape(x.shape[0], -1))
-        latents.append(h.reshape(x.shape[0], -1))
+                latents.append(eps.flatten(1))
+        latents.append(h.flatten(1))
         return torch.cat(latents, dim=1), total
 
     def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``sum_i log N(z_i; 0, 1)`` per sample, shape ``(B,)``."""
-    flat = z.reshape(z.shape[0], -1)
+    flat = z.flatten(1)
     return -0.5 * (flat * flat).sum(dim=1) - 0.5 * flat.shape[1] * _LOG_2PI
 
 
@@ -92,7 +92,7 @@ class ClassConditionalGaussian(nn.Module):
         ] * _LOG_2PI
 
     def log_prob(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        flat = z.reshape(z.shape[0], -1)
+        flat = z.flatten(1)
         if y is not None:
             labels = as_labels(y, z.shape[0], num_classes=self.num_classes, device=z.device)
             return self._class_log_prob(flat, labels)
@@ -107,7 +107,7 @@ class ClassConditionalGaussian(nn.Module):
 
     def standardize(self, z: Tensor, y: Tensor) -> Tensor:
         """``(z - mu_y) / sigma_y``: the standard-normal noise that ``z`` is under class ``y``."""
-        flat = z.reshape(z.shape[0], -1)
+        flat = z.flatten(1)
         mean, log_scale = self._moments(y, z.shape[0], flat.dtype)
         return ((flat - mean) * torch.exp(-log_scale)).reshape(z.shape)
 
@@ -119,7 +119,7 @@ class ClassConditionalGaussian(nn.Module):
         ``source`` / ``target`` are labels ``(B,)`` or per-sample class weights ``(B, K)``
         (a blend of classes: mean and log-scale are mixed with those weights).
         """
-        flat = z.reshape(z.shape[0], -1)
+        flat = z.flatten(1)
         mean_s, log_scale_s = self._moments(source, z.shape[0], flat.dtype)
         mean_t, log_scale_t = self._moments(target, z.shape[0], flat.dtype)
         moved = mean_t + torch.exp(log_scale_t - log_scale_s) * (flat - mean_s)

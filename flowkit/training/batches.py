@@ -37,7 +37,9 @@ class Batches:
     def indices(self, step: int) -> Tensor:
         epoch, j = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            # Kept in torch's 64-bit seed range (the same seed as before for every seed that
+            # fitted; a larger one used to overflow at the first batch).
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
             self._perm = torch.randperm(self.n, generator=g)
             self._epoch = epoch
         start = (j * self.world + self.rank) * self.batch_size

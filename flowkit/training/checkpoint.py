@@ -129,13 +129,19 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save(tmp / MODEL_FILE)  # type: ignore[operator]
-    torch.save(training_state, tmp / STATE_FILE)
-    meta_values = {"step": int(step), **(meta or {})}
-    (tmp / META_FILE).write_text(json.dumps(meta_values, indent=2, default=str) + "\n")
-    for name in (MODEL_FILE, STATE_FILE, META_FILE):
-        _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+    try:
+        model.save(tmp / MODEL_FILE)  # type: ignore[operator]
+        torch.save(training_state, tmp / STATE_FILE)
+        meta_values = {"step": int(step), **(meta or {})}
+        (tmp / META_FILE).write_text(json.dumps(meta_values, indent=2, default=str) + "\n")
+        for name in (MODEL_FILE, STATE_FILE, META_FILE):
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+    except BaseException:
+        # A half-written checkpoint (a full disk, an interrupt) is removed at once: it would
+        # only hold on to the space that ran out; the previous checkpoint is untouched.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # the same step saved again (e.g. the final save right after a resume)
         old = directory / f".old-{step_dir_name(step)}-{os.getpid()}"
         os.replace(final, old)
@@ -199,13 +205,26 @@ def load_model_file(path: str | os.PathLike[str]) -> nn.Module:
     return serialization.load(path)
 
 
+def _short_reason(err: BaseException, limit: int = 160) -> str:
+    """The gist of a ``torch.load`` error on one line. Its weights-only message is a paragraph
+    that ends in the unpickler's actual complaint and suggests loading with
+    ``weights_only=False``, which for a damaged or foreign file is the wrong advice."""
+    text = " ".join(str(err).split())
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        text = text.split(marker, 1)[1].split(" Check the documentation", 1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises a variety of errors for corrupt/foreign files
-        raise CheckpointError(f"{path}: not a readable flowkit training state ({err})") from err
+        raise CheckpointError(
+            f"{path}: not a readable flowkit training state ({_short_reason(err)})"
+        ) from err
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a flowkit training state (no 'step')")
     return state
@@ -232,18 +251,42 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint | None:
     """
     directory = Path(directory)
     candidates = list_checkpoints(directory)
-    pointer = directory / LATEST_FILE
-    if pointer.exists():
-        named = directory / pointer.read_text().strip()
-        if named in candidates:
-            candidates.remove(named)
-            candidates.insert(0, named)
+    name = _pointer_name(directory)
+    if name is not None and directory / name in candidates:  # only a folder of this run
+        named = directory / name
+        candidates.remove(named)
+        candidates.insert(0, named)
     for candidate in candidates:
         try:
             return load_checkpoint_dir(candidate)
         except (CheckpointError, OSError, ValueError, KeyError) as err:
             warnings.warn(f"skipping unreadable checkpoint {candidate}: {err}", stacklevel=2)
     return None
+
+
+def _pointer_name(directory: Path) -> str | None:
+    """The folder name in ``directory/latest``; None without a readable pointer (a damaged one
+    is no reason to fail: the checkpoint folders are searched instead)."""
+    pointer = directory / LATEST_FILE
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name or None
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name`` when that stays inside ``folder`` (links resolved); a ``latest``
+    pointer naming a path elsewhere is refused, not followed: the model that would load is
+    not this run's, and whoever wrote the pointer chose which file is read."""
+    target = folder / name
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise CheckpointError(
+            f"{folder / LATEST_FILE} points outside its folder ({name!r} resolves to "
+            f"{target.resolve()}); refusing to follow it: fix the pointer to name a checkpoint "
+            f"folder in {folder}"
+        )
+    return target
 
 
 def resolve_model_path(path: str | os.PathLike[str]) -> Path:
@@ -258,9 +301,11 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
         return path / MODEL_FILE
     for folder in (path, path / "checkpoints"):
         found = list_checkpoints(folder)
-        pointer = folder / LATEST_FILE
-        if pointer.exists() and (folder / pointer.read_text().strip() / MODEL_FILE).is_file():
-            return folder / pointer.read_text().strip() / MODEL_FILE
+        name = _pointer_name(folder)
+        if name is not None:
+            target = _inside(folder, name)
+            if (target / MODEL_FILE).is_file():
+                return target / MODEL_FILE
         for candidate in found:
             if (candidate / MODEL_FILE).is_file():
                 return candidate / MODEL_FILE

@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from flowkit import limits, zoo
 from flowkit.data import DataSource
 from flowkit.errors import ConfigError
 from flowkit.files import atomic_write_text
+from flowkit.schema import PLAIN_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,19 +38,63 @@ NUM_CLASSES = 8
 """Class-conditional prior size: the full emotion vocabulary (see the module docstring)."""
 
 
-_PLAIN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "bool": ((bool,), "true or false"),
-    "int": ((int,), "a whole number"),
-    "float": ((int, float), "a number"),
-    "str": ((str,), "a string"),
-}
-"""Annotation -> (accepted Python types, how the error message names them)."""
+_PLAIN_TYPES = PLAIN_TYPES
+"""Annotation -> (accepted Python types, how the error message names them): the one table of
+:mod:`flowkit.schema`, which also types the model arguments in ``model_kwargs``."""
+
+_BUILDABLE: set[str] = set()
+"""Model configurations (name and arguments, as JSON) already built on the meta device by
+:func:`check_model_arguments`: validating the same config again costs nothing."""
+
+
+def check_model_arguments(config: TrainConfig) -> None:
+    """``model_kwargs`` against the model's own signature, with the same typed schema as the
+    settings (:func:`flowkit.zoo.check_arguments`): an unknown argument or a mistyped value is
+    one line naming ``model_kwargs.KEY``, not a ``TypeError`` traceback from the constructor.
+    The model is then built once on the meta device within the limits of
+    :mod:`flowkit.limits` (:func:`flowkit.zoo.build_bounded`, no memory allocated), so the
+    constructor's own range checks (``hidden >= 1``, image sides divisible by ``2**levels``)
+    and the parameter limit refuse a config before a run folder exists. A model that is not
+    an image model is left to the trainer, which refuses it by name."""
+    if not isinstance(config.model_kwargs, dict):
+        raise ConfigError(f"config: model_kwargs must be a table, got {config.model_kwargs!r}")
+    for reserved in ("in_shape", "num_classes"):
+        if reserved in config.model_kwargs:
+            raise ConfigError(
+                f"config: model_kwargs.{reserved} is set by the trainer (from image_size, "
+                "channels and the emotion vocabulary); remove it"
+            )
+    try:
+        entry = zoo.get("model", config.model)
+    except ConfigError as err:
+        raise ConfigError(f"config: model: {err}") from None
+    if entry.data != "image":
+        return
+    kwargs = {"in_shape": list(config.in_shape), "num_classes": NUM_CLASSES}
+    kwargs.update(config.model_kwargs)
+    zoo.check_arguments("model", config.model, kwargs, prefix="config: model_kwargs.")
+    key = json.dumps([config.model, kwargs], sort_keys=True, default=repr)
+    if key in _BUILDABLE:
+        return
+    try:
+        zoo.build_bounded("model", config.model, kwargs)
+    except ConfigError as err:
+        # The constructor speaks of in_shape; the user set image_size and channels.
+        raise ConfigError(
+            f"config: model {config.model} cannot be built for image_size "
+            f"{config.image_size}, channels {config.channels} and model_kwargs "
+            f"{config.model_kwargs}: {err}"
+        ) from None
+    if len(_BUILDABLE) > 256:
+        _BUILDABLE.clear()
+    _BUILDABLE.add(key)
 
 
 def check_types(config: Any) -> None:
     """Each field of a dataclass config has the type its annotation names: ``bool``, ``int``,
     ``float`` (an int is fine), ``str``, optionally ``| None``. ``True`` is not an int and
-    ``"no"`` is not a bool: one typed rule instead of a check per setting. Fields of other
+    ``"no"`` is not a bool, and a float is finite: one typed rule instead of a check per
+    setting. Fields of other
     annotated types (data sources, tables) are checked where they are used."""
     for item in fields(config):
         annotation = str(item.type).replace(" ", "")
@@ -61,6 +107,9 @@ def check_types(config: Any) -> None:
         wrong_bool = isinstance(value, bool) and bool not in expected
         if wrong_bool or not isinstance(value, expected):
             raise ConfigError(f"config: {item.name} must be {kind}, got {value!r}")
+        # No setting means anything at infinity or NaN (TOML writes both as plain words).
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config: {item.name} must be a finite number, got {value!r}")
 
 
 @dataclass
@@ -202,14 +251,20 @@ class TrainConfig:
             "seed",
         ):
             positive(name, allow_zero=True)
-        if not math.isfinite(self.pair_weight):
-            raise ConfigError(f"config: pair_weight must be finite, got {self.pair_weight!r}")
+        if self.image_size > limits.MAX_IMAGE_SIDE:
+            raise ConfigError(
+                f"config: image_size must be at most {limits.MAX_IMAGE_SIDE} pixels "
+                f"(flowkit.limits.MAX_IMAGE_SIDE), got {self.image_size}"
+            )
+        if self.synthetic_size > limits.MAX_SYNTHETIC_FACES:
+            raise ConfigError(
+                f"config: synthetic_size must be at most {limits.MAX_SYNTHETIC_FACES:,} faces "
+                f"(flowkit.limits.MAX_SYNTHETIC_FACES), got {self.synthetic_size:,}"
+            )
         positive("lr")
         positive("temperature", allow_zero=True)
         positive("samples_per_class")
         positive("keep_checkpoints")
-        if not math.isfinite(self.lr):
-            raise ConfigError(f"config: lr must be finite, got {self.lr!r}")
         if self.channels not in (1, 3):
             raise ConfigError(f"config: channels must be 1 or 3, got {self.channels!r}")
         if not (isinstance(self.n_bits, int) and 1 <= self.n_bits <= 8):
@@ -228,14 +283,7 @@ class TrainConfig:
             raise ConfigError(
                 f"config: lr_schedule must be constant or cosine, got {self.lr_schedule!r}"
             )
-        if not isinstance(self.model_kwargs, dict):
-            raise ConfigError(f"config: model_kwargs must be a table, got {self.model_kwargs!r}")
-        for reserved in ("in_shape", "num_classes"):
-            if reserved in self.model_kwargs:
-                raise ConfigError(
-                    f"config: model_kwargs.{reserved} is set by the trainer (from image_size, "
-                    "channels and the emotion vocabulary); remove it"
-                )
+        check_model_arguments(self)
 
     # ------------------------------------------------------------------ conversion
     @property

@@ -20,6 +20,7 @@ in DistributedDataParallel, and only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from flowkit.training.run_folder import RunFolder, default_run_dir
 from flowkit.training.runtime import (
     Clock,
     TrainingInterrupted,
+    agreed_stop,
     continue_rng,
     distribute,
     process_group,
@@ -48,6 +50,8 @@ from flowkit.training.runtime import (
 )
 from flowkit.training.setup import (
     build_model,
+    check_limits,
+    check_resume,
     data_sets,
     enable_memory_saving,
     initialize,
@@ -55,6 +59,7 @@ from flowkit.training.setup import (
     present_classes,
     restore,
     speed_settings,
+    thread_count,
 )
 from flowkit.training.step import (
     NonFiniteGuard,
@@ -103,13 +108,38 @@ def train(
         log: where one-line messages go (default: ``print`` on rank 0).
 
     Raises:
+        ConfigError: a setting that cannot work, refused before the run folder changes (a
+            batch larger than the training set, ``resume`` with ``steps`` below the
+            checkpoint's step, ...).
+        CheckpointError: ``resume`` over checkpoints or a ``log.csv`` that cannot be read.
+        OSError: a file could not be written; for a full disk the error names ``config.out``.
         TrainingDiverged: ``config.max_bad_steps`` non-finite steps in a row.
-        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint at the current step was written.
+        TrainingInterrupted: SIGINT/SIGTERM (on any rank: all ranks stop after the same
+            step); a checkpoint at the current step was written.
     """
     config.validate()
+    check_limits(config)
     device = resolve_device(config.device)
-    with process_group(device):
-        return _train(config, train_set, test_set, progress, log, device)
+    try:
+        with process_group(device):
+            return _train(config, train_set, test_set, progress, log, device)
+    except OSError as err:
+        named = _name_the_folder(err, config.out)
+        if named is err:
+            raise
+        raise named from err
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _name_the_folder(err: OSError, out: str | None) -> OSError:
+    """``err`` itself, or for a full disk (whose error from ``write()`` names no file) the same
+    error naming the run folder, so the one line the CLI prints says where space ran out."""
+    if err.errno not in _DISK_FULL or out is None:
+        return err
+    # filename: the folder at fault; filename2: the file being written, when it was known.
+    return OSError(err.errno, err.strerror, str(out), None, err.filename)
 
 
 def _train(
@@ -123,12 +153,14 @@ def _train(
     main, world = fdist.is_main_process(), fdist.world_size()
     say = speaker(log)
     if config.num_workers:
-        torch.set_num_threads(config.num_workers)
+        torch.set_num_threads(thread_count(config.num_workers))
     folder = RunFolder(config.out, main)
     folder.lock()  # one training per folder; released by folder.close() (or taken over if stale)
     with contextlib.ExitStack() as release_on_error:
         release_on_error.callback(folder.close)  # a failed start leaves no lock behind
         resume_from = folder.checkpoint_to_resume(config.resume, say)
+        check_resume(resume_from, config)  # before any data is read or any file written
+        folder.check_log(resume_from.step if resume_from is not None else None)
         train_set, test_set = data_sets(config, train_set, test_set)
         classes = present_classes(train_set)
         names = [EMOTIONS[k] for k in classes]  # of the expressions trained
@@ -190,10 +222,12 @@ def _train(
                 if periodic and guard.healthy:
                     checkpoints.save(step, "periodic")
                 bar.update(outcome, hooks.last_test, guard.skipped)
-                if stop.signal is not None:
-                    checkpoints.save(step, f"interrupted by {stop.signal}")
+                # Every rank takes this decision together, so all stop after the same step.
+                reason = agreed_stop(stop, device)
+                if reason is not None:
+                    checkpoints.save(step, f"interrupted by {reason}")
                     raise TrainingInterrupted(
-                        f"{stop.signal}: stopped at step {step}; checkpoint "
+                        f"{reason}: stopped at step {step}; checkpoint "
                         f"{checkpoints.last_good}; continue with --resume"
                     )
         train_time = clock.elapsed()

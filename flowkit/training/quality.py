@@ -5,6 +5,8 @@ grid and (with ``quality_metrics``) the expression accuracy of samples and trans
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowkit.data import EMOTIONS, EmotionSet, postprocess, preprocess
+from flowkit.data import EMOTIONS, DataError, EmotionSet, postprocess, preprocess
 from flowkit.editing import ExpressionSpace, LatentStatistics, encode, label_transfer
 from flowkit.metrics import expression_accuracy, train_expression_classifier
 from flowkit.metrics.grids import image_grid, save_image
@@ -32,17 +34,35 @@ def _pre(images: np.ndarray, n_bits: int, device: torch.device) -> torch.Tensor:
 
 
 def fit_editing(
-    model: nn.Module, emotion_set: EmotionSet, n_bits: int, device: torch.device, seed: int = 0
+    model: nn.Module,
+    emotion_set: EmotionSet,
+    n_bits: int,
+    device: torch.device,
+    seed: int = 0,
+    on_skip: Callable[[str], None] | None = None,
 ) -> tuple[LatentStatistics, ExpressionSpace | None]:
     """Per-expression latent means and the LDA expression space of (up to 2000) faces (a model
-    whose blocks see the class is encoded under the uniform class mixture)."""
+    whose blocks see the class is encoded under the uniform class mixture).
+
+    The space is ``None`` for a single expression. When the faces cannot define one (no more
+    faces than expressions, constant images ...: :meth:`ExpressionSpace.fit` raises
+    :class:`~flowkit.data.DataError`), the error propagates, unless ``on_skip`` is given: then
+    it receives the reason, one line, and the space is ``None`` (the end of a training run,
+    which must still write its metrics)."""
     n = len(emotion_set)
     idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, MAX_FIT_IMAGES)])
     x = _pre(emotion_set.images[idx], n_bits, device)
     y = torch.from_numpy(np.asarray(emotion_set.labels[idx], dtype=np.int64))
     z = encode(model, x).cpu()
     stats = LatentStatistics.from_latents(z, y, num_classes=NUM_CLASSES)
-    space = ExpressionSpace.fit(z, y) if len(np.unique(y.numpy())) >= 2 else None
+    space = None
+    if len(np.unique(y.numpy())) >= 2:
+        try:
+            space = ExpressionSpace.fit(z, y)
+        except DataError as err:
+            if on_skip is None:
+                raise
+            on_skip(f"expression space not fitted: {err}")
     return stats, space
 
 
@@ -81,11 +101,28 @@ def editing_outputs(
     classes: list[int],
     run_dir: Path,
     device: torch.device,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Write latent_stats / expression_space / transfer.png into ``run_dir``; return metrics."""
+    """Write latent_stats / expression_space / transfer.png into ``run_dir``; return metrics.
+
+    Degenerate training data (constant images, too few faces per expression) do not end the
+    run: what cannot be fitted is skipped, ``warn`` (default: :func:`warnings.warn`) gets one
+    line saying why, and ``metrics["editing_skipped"]`` records it, so the run's other
+    outputs and ``metrics.json`` are still written.
+    """
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
-    stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed)
+    skipped: list[str] = []
+
+    def skip(reason: str) -> None:
+        skipped.append(reason)
+        out["editing_skipped"] = skipped
+        if warn is not None:
+            warn(f"warning: {reason}")
+        else:
+            warnings.warn(reason, stacklevel=3)
+
+    stats, space = fit_editing(model, train_set, config.n_bits, device, config.seed, skip)
     stats.save(run_dir / STATS_FILE)
     if space is not None:
         space.save(run_dir / SPACE_FILE)

@@ -99,7 +99,9 @@ def final_metrics(
     }
     atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
     metrics.update(
-        quality.editing_outputs(config, model, train_set, test_set, classes, run_dir, device)
+        quality.editing_outputs(
+            config, model, train_set, test_set, classes, run_dir, device, warn=say
+        )
     )
     say(
         f"test bits/dim {metrics['test_bpd']:.3f}; wrote samples.png"

@@ -12,6 +12,7 @@ Layout written by rank 0 (nothing at all when ``out`` is ``None``)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -34,7 +35,7 @@ from flowkit.training.step import StepOutcome
 if TYPE_CHECKING:  # optional dependency, imported only when a run asks for it
     from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["CsvLog", "RunFolder", "default_run_dir", "history_from_rows"]
+__all__ = ["LOG_FIELDS", "CsvLog", "RunFolder", "default_run_dir", "history_from_rows", "read_log"]
 
 
 def default_run_dir(root: str | os.PathLike[str] = "runs") -> Path:
@@ -43,17 +44,85 @@ def default_run_dir(root: str | os.PathLike[str] = "runs") -> Path:
     return Path(root) / stamp
 
 
+LOG_FIELDS = ("step", "train_bpd", "test_bpd", "lr", "grad_norm", "skipped_steps", "wall_time_s")
+
+
+def read_log(path: Path, resume_step: int) -> list[dict[str, str]]:
+    """The rows of ``log.csv`` up to ``resume_step``, each checked (a step number, numbers or
+    nothing in the other columns); anything else is a :class:`CheckpointError` naming the file,
+    the line and what is wrong, raised before the run folder is changed. Rows after the
+    checkpoint are dropped unread: the resumed run writes them again."""
+    if not path.exists():
+        return []
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"--resume: {what}; nothing was changed (the checkpoint is intact): repair or "
+            f"remove that line of {path.name} and resume again"
+        )
+
+    rows: list[dict[str, str]] = []
+    reader: csv.DictReader[str] | None = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []  # reads the first line (none in an empty file)
+            if header and "step" not in header:
+                raise refuse(f"{path} line 1: the header {','.join(header)} has no 'step' column")
+            for row in reader:
+                rows.append(_checked_row(row, path, reader.line_num, resume_step, refuse))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        where = f"{path} line {reader.line_num}" if reader and reader.line_num else str(path)
+        raise refuse(f"{where} cannot be read ({err})") from err
+    return [r for r in rows if r]
+
+
+def _checked_row(
+    row: dict[str | None, Any],
+    path: Path,
+    line: int,
+    resume_step: int,
+    refuse: Callable[[str], CheckpointError],
+) -> dict[str, str]:
+    """One row of ``log.csv`` as its known columns, checked; ``{}`` for a row after the
+    checkpoint (dropped on resume)."""
+    step_text = row.get("step")
+    try:
+        step = int(str(step_text).strip())
+    except ValueError:
+        raise refuse(f"{path} line {line}: step {step_text!r} is not a step number") from None
+    if step > resume_step:
+        return {}
+    if None in row:  # DictReader's key for values beyond the header
+        raise refuse(f"{path} line {line}: more values than the header has columns")
+    checked = {}
+    for key in LOG_FIELDS:
+        value = row.get(key)
+        if value is None and key in row:  # a short line: the header names a missing column
+            raise refuse(f"{path} line {line}: fewer values than the header has columns")
+        value = (value or "").strip()
+        if value and key != "step":
+            try:
+                float(value)
+            except ValueError:
+                raise refuse(f"{path} line {line}: {key} {value!r} is not a number") from None
+        checked[key] = value
+    return checked
+
+
 class CsvLog:
     """``log.csv``, appended row by row (flushed, so a killed run keeps its log)."""
 
-    FIELDS = ("step", "train_bpd", "test_bpd", "lr", "grad_norm", "skipped_steps", "wall_time_s")
+    FIELDS = LOG_FIELDS
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(
+        self, path: Path, resume_step: int | None, rows: list[dict[str, str]] | None = None
+    ):
+        """``rows``: the log's rows up to ``resume_step`` as :func:`read_log` returned them
+        (read here when not given)."""
         self.path = path
-        rows: list[dict[str, str]] = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        if rows is None:
+            rows = read_log(path, resume_step) if resume_step is not None else []
         # Rewrite (atomically) so rows written after the checkpoint we resume from are dropped.
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.FIELDS)
@@ -112,12 +181,28 @@ class RunFolder:
         self.tb: SummaryWriter | None = None
         self._window: list[float] = []
         self._lock = RunLock(self.run_dir) if self.writes and self.run_dir else None
+        self._log_rows: list[dict[str, str]] | None = None
+        self._created: list[Path] = []  # folders this run made, deepest first
+        self._started = False
 
     def lock(self) -> None:
         """Take the folder's lock (:mod:`flowkit.training.lock`) before reading or writing it;
         :meth:`close` releases it."""
         if self._lock is not None:
+            assert self.run_dir is not None
+            folder = self.run_dir
+            # The lock creates the folder and any missing parents; remember which, so a run
+            # refused before it starts can remove exactly those again.
+            while not folder.exists() and folder != folder.parent:
+                self._created.append(folder)
+                folder = folder.parent
             self._lock.acquire()
+
+    def check_log(self, resume_step: int | None) -> None:
+        """Read and check ``log.csv`` of a resumed run now, before anything is written, so a
+        damaged log stops the resume with the folder as it was (see :func:`read_log`)."""
+        if self.writes and self.run_dir is not None and resume_step is not None:
+            self._log_rows = read_log(self.run_dir / "log.csv", resume_step)
 
     def checkpoint_to_resume(
         self, resume: bool, say: Callable[[str], None]
@@ -127,15 +212,24 @@ class RunFolder:
         if self.checkpoint_dir is None:
             return None
         if resume:
-            found = ckpt.latest_checkpoint(self.checkpoint_dir)
+            # The warning about each unreadable checkpoint is held back until it is known
+            # whether any loads: when none does, the one error line below says it all.
+            with warnings.catch_warnings(record=True) as skipped:
+                warnings.simplefilter("always")
+                found = ckpt.latest_checkpoint(self.checkpoint_dir)
             existing = ckpt.list_checkpoints(self.checkpoint_dir)
             if found is None and existing:
                 # Starting over would prune or overwrite them: a resume never destroys a run.
                 names = ", ".join(p.name for p in existing)
+                first = str(skipped[0].message) if skipped else ""
+                why = f"; {first.removeprefix('skipping unreadable checkpoint ')}" if first else ""
                 raise CheckpointError(
-                    f"--resume: no checkpoint in {self.checkpoint_dir} could be read ({names}); "
-                    "nothing was changed; move them away to start a new run there"
+                    f"--resume: no checkpoint in {self.checkpoint_dir} could be read "
+                    f"({names}{why}); nothing was changed; move them away to start a new run "
+                    "there"
                 )
+            for record in skipped:  # an older checkpoint loaded: say what was passed over
+                warnings.warn(record.message, stacklevel=2)
             if found is None:
                 say(f"no checkpoint in {self.checkpoint_dir}; starting a new run there")
             return found
@@ -152,10 +246,13 @@ class RunFolder:
         if not self.writes:
             return []
         assert self.run_dir is not None
+        self._started = True
+        if resume_step is not None and self._log_rows is None:
+            self.check_log(resume_step)  # read before the config files are rewritten
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.toml")
         save_config(config, self.run_dir / "config.json")
-        self.csv = CsvLog(self.run_dir / "log.csv", resume_step)
+        self.csv = CsvLog(self.run_dir / "log.csv", resume_step, self._log_rows)
         if config.tensorboard:
             self.tb = _tensorboard(self.run_dir, resume_step)
         return history_from_rows(self.csv.previous)
@@ -215,3 +312,9 @@ class RunFolder:
             self.tb.close()
         if self._lock is not None:
             self._lock.release()
+            # A run refused before it started leaves no empty folder behind it (only the lock
+            # was ever in it); a folder that existed before, or holds anything, stays.
+            if not self._started:
+                with contextlib.suppress(OSError):
+                    for folder in self._created:
+                        folder.rmdir()  # fails, harmlessly, when something is in it

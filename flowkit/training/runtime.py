@@ -32,6 +32,7 @@ __all__ = [
     "Clock",
     "StopFlag",
     "TrainingInterrupted",
+    "agreed_stop",
     "continue_rng",
     "distribute",
     "process_group",
@@ -101,6 +102,19 @@ def stop_on_signals(enabled: bool) -> Iterator[StopFlag]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def agreed_stop(flag: StopFlag, device: torch.device) -> str | None:
+    """Why to stop after this step, the same answer on every rank (None: go on).
+
+    Under torchrun a SIGTERM reaches the ranks at slightly different moments, so each rank's own
+    flag can be set at different steps; a rank that stopped alone left the others blocked in the
+    next step's gradient all-reduce (or crashing in gloo). Every rank therefore reduces its flag
+    with the others' after each step and all stop after the same one.
+    """
+    if not fdist.any_rank(flag.signal is not None, device):
+        return None
+    return flag.signal or "a stop signal to another process"
 
 
 @contextmanager

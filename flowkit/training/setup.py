@@ -4,13 +4,16 @@ data-dependent initialisation, and the state restored from a checkpoint on resum
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from flowkit import performance, zoo
+from flowkit import distributed as fdist
+from flowkit import limits, performance, zoo
 from flowkit.data import EmotionSet, train_test_sets
 from flowkit.errors import CheckpointError, ConfigError
 from flowkit.training import checkpoint as ckpt
@@ -19,8 +22,11 @@ from flowkit.training.config import NUM_CLASSES, TrainConfig
 
 __all__ = [
     "StartState",
+    "MAX_SEED",
     "build_model",
+    "check_limits",
     "check_memory_saving",
+    "check_resume",
     "data_sets",
     "enable_memory_saving",
     "initialize",
@@ -28,7 +34,59 @@ __all__ = [
     "present_classes",
     "restore",
     "speed_settings",
+    "thread_count",
 ]
+
+MAX_SEED = 2**63 - 1
+"""The largest seed a run accepts: torch's generators take 64-bit seeds and the trainer adds
+small per-rank and per-step offsets to it."""
+
+
+def check_limits(config: TrainConfig) -> None:
+    """Refuse, before any data is read, settings that would fail or grow without bound only
+    later in the run: a seed torch cannot take (an overflow at the first generator), or a sample
+    grid larger than one sampling request may be (the final grid, after all the training)."""
+    if config.seed > MAX_SEED:
+        raise ConfigError(f"config: seed must be at most 2**63-1, got {config.seed}")
+    rows = NUM_CLASSES  # one row per trained expression, at most the whole vocabulary
+    if config.samples_per_class * rows > limits.MAX_SAMPLES:
+        raise ConfigError(
+            f"config: samples_per_class {config.samples_per_class} makes sample grids of up to "
+            f"{rows} x {config.samples_per_class} faces; one request draws at most "
+            f"{limits.MAX_SAMPLES} (flowkit.limits.MAX_SAMPLES), so samples_per_class must be "
+            f"at most {limits.MAX_SAMPLES // rows}"
+        )
+
+
+def check_batches(config: TrainConfig, train_set: EmotionSet) -> None:
+    """A batch is drawn from the training set: one larger than the set would only repeat its
+    images while allocating memory for all of them (a batch of 100,000,000 was killed by the
+    kernel at 23 GB), so it is refused here, before anything is allocated for it."""
+    n = len(train_set)
+    if config.batch_size > n:
+        raise ConfigError(
+            f"config: batch_size {config.batch_size} is larger than the training set "
+            f"({n} images); a batch is at most the training set, so use --batch-size {n} or less"
+        )
+    if config.pair_weight and config.pair_batch > n:
+        raise ConfigError(
+            f"config: pair_batch {config.pair_batch} is larger than the training set ({n} "
+            f"images); use --pair-batch {n} or less"
+        )
+
+
+def thread_count(requested: int) -> int:
+    """``num_workers`` as torch threads: more threads than the machine has CPUs only adds
+    contention (and a huge count overflows inside torch), so it is capped, with a warning."""
+    available = os.cpu_count() or 1
+    if requested > available:
+        warnings.warn(
+            f"num_workers {requested} is more than this machine's {available} CPUs; "
+            f"using {available} threads",
+            stacklevel=2,
+        )
+        return available
+    return requested
 
 
 def prepare_data(config: TrainConfig) -> tuple[EmotionSet, EmotionSet]:
@@ -59,6 +117,7 @@ def data_sets(
                 f"{name} images have shape {tuple(part.shape)}, the config asks for "
                 f"{config.in_shape} (image_size={config.image_size}, channels={config.channels})"
             )
+    check_batches(config, train_set)
     return train_set, test_set
 
 
@@ -120,6 +179,36 @@ def initialize(
         train_set, config.batch_size, config.seed, config.n_bits, config.hflip, device
     )
     model.initialize(x0, y0)
+
+
+def check_resume(checkpoint: ckpt.Checkpoint | None, config: TrainConfig) -> None:
+    """What a resume must not do silently, checked before the run folder is touched.
+
+    ``steps`` below the checkpoint's step is refused: nothing would be trained, yet the run's
+    config, metrics and pictures would be rewritten for the smaller number (a careful user meant
+    "this many more steps", or the wrong run folder). Another number of processes is allowed,
+    with a warning (rank 0 only): the global batch and the order of the batches change, so the
+    run no longer matches an uninterrupted one.
+    """
+    if checkpoint is None:
+        return
+    if config.steps < checkpoint.step:
+        raise ConfigError(
+            f"--resume: the checkpoint {checkpoint.path} is at step {checkpoint.step}, past "
+            f"--steps {config.steps}; nothing would be trained and nothing was changed (steps "
+            f"counts from the start of the run: pass --steps above {checkpoint.step} to "
+            "continue it)"
+        )
+    saved_world = checkpoint.state.get("world_size")
+    world = fdist.world_size()
+    if isinstance(saved_world, int) and saved_world != world and fdist.is_main_process():
+        warnings.warn(
+            f"resuming a run trained by {saved_world} process(es) with {world}: the global "
+            f"batch changes from {saved_world * config.batch_size} to "
+            f"{world * config.batch_size} images and the batches no longer match an "
+            "uninterrupted run",
+            stacklevel=2,
+        )
 
 
 @dataclass

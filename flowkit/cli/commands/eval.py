@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("test", "train", "all"), default="test")
     parser.add_argument("--batch-size", type=options.count, default=64)
     options.add_run_options(parser)
-    parser.add_argument("--seed", type=int, help="split seed (default: the run's)")
+    parser.add_argument("--seed", type=options.seed, help="split seed (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     bench = parser.add_argument_group("expression-transfer benchmark")
     bench.add_argument(

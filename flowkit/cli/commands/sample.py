@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import Any
 
 import torch
 
+from flowkit import limits
 from flowkit.cli import options
 from flowkit.cli.registry import Command
 from flowkit.data import EMOTIONS, postprocess
 from flowkit.devices import resolve_device
 from flowkit.errors import ConfigError
 from flowkit.metrics import image_grid, save_image
+from flowkit.training import resolve_model_path
+from flowkit.training.checkpoint import find_run_meta
+
+LIMIT = "the most faces one request draws, flowkit.limits.MAX_SAMPLES"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'all' (one row per trained expression)",
     )
     parser.add_argument(
-        "-n", type=options.count, default=16, help="faces to draw (per row with 'all')"
+        "-n",
+        type=options.count_at_most(limits.MAX_SAMPLES, LIMIT),
+        default=16,
+        help=f"faces to draw (per row with 'all'; at most {limits.MAX_SAMPLES} in all)",
     )
     parser.add_argument("--temperature", type=options.finite, default=0.7, help="prior temperature")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--seed", type=options.seed, default=0, help="noise seed")
     options.add_run_options(parser)
     parser.add_argument(
         "--out",
@@ -38,6 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PNG",
         help="output image grid",
     )
+
+
+def check_request(n: int, rows: int) -> None:
+    """Refuse ``n`` faces in each of ``rows`` rows when that is more than one request may draw
+    (:data:`flowkit.limits.MAX_SAMPLES`), before anything is allocated."""
+    if n * rows > limits.MAX_SAMPLES:
+        raise ConfigError(
+            f"-n {n} with --expression all draws {n} x {rows} = {n * rows} faces; one request "
+            f"draws at most {limits.MAX_SAMPLES} (flowkit.limits.MAX_SAMPLES): lower -n or name "
+            "one --expression"
+        )
+
+
+def _trained_names(meta: dict[str, Any]) -> list[str] | None:
+    """The run's trained expressions as recorded in its metadata, when it records them."""
+    trained = meta.get("classes")
+    if isinstance(trained, list) and all(isinstance(c, str) for c in trained):
+        return list(trained)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,12 +77,18 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     # Validate the expression before the (slower) model load.
     wanted = None if args.expression == "all" else options.expression(args.expression)
+    if wanted is None:
+        # One row per trained expression: the run's metadata (a small JSON file) says how many
+        # rows, so an oversized request is refused before the model is even read.
+        recorded = _trained_names(find_run_meta(resolve_model_path(args.model)))
+        check_request(args.n, len(recorded) if recorded else 1)
     model, meta, _ = options.load_model(args.model, device)
     n_bits = options.n_bits(args, meta)
     k = options.require_classes(model, "sampling an expression")
     if wanted is None:
-        trained = meta.get("classes") or list(EMOTIONS[:k])
+        trained = _trained_names(meta) or list(EMOTIONS[:k])
         classes = [options.expression(c) for c in trained]
+        check_request(args.n, len(classes))  # the exact row count, now that the model is known
     else:
         if wanted >= k:
             raise ConfigError(f"the model has {k} classes; {EMOTIONS[wanted]!r} is not one")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from flowkit import zoo
+from flowkit.cli import options
 from flowkit.cli.config_flags import add_field_flags, field_defaults, given_fields
-from flowkit.cli.options import DEVICES, add_debug
+from flowkit.cli.options import DEVICES, add_debug, one_line
 from flowkit.cli.registry import Command
 from flowkit.errors import ConfigError
 from flowkit.training import TrainConfig, list_checkpoints, train
@@ -50,6 +51,7 @@ FLAG_OPTIONS: dict[str, dict[str, Any]] = {
     "precision": {"choices": ("fp32", "bf16")},
     "lr_schedule": {"choices": ("constant", "cosine")},
     "out": {"metavar": "RUN_DIR", "help": "run folder"},  # the doc's None is for Python only
+    "seed": {"type": options.seed},  # bounded here: a huge seed overflows deep inside the run
 }
 DEFAULT_TEXT = {"out": f"{RUNS}/<timestamp>; with --resume: the newest run under {RUNS}/"}
 
@@ -127,24 +129,64 @@ def _apply_set(values: dict[str, Any], items: list[str]) -> None:
             values[key] = parsed
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's :class:`TrainConfig` from parsed ``flowkit train`` arguments (see the module
-    docstring for the precedence); unknown model names are a :class:`ConfigError`."""
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(read_config_mapping(args.config))
-    out = args.out
-    if args.resume:
-        if out is None:
-            out = str(_newest_run(RUNS))
-        saved = Path(out) / "config.json"
-        if saved.is_file():
-            values.update(json.loads(saved.read_text()))
-    flags = given_fields(args, args.config_fields)
-    if isinstance(flags.get("data"), list) and len(flags["data"]) == 1:
-        flags["data"] = flags["data"][0]
-    values.update(flags)
-    kwargs = dict(values.get("model_kwargs", field_defaults(TrainConfig)["model_kwargs"]))
+def _saved_config(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(path, settings) of the ``config.json`` a run saved, None when it has none; a file that
+    cannot be used is a :class:`ConfigError` naming it and saying what is wrong (resuming from
+    defaults instead would silently build another model over the run)."""
+    saved = run_dir / "config.json"
+    if not saved.exists() and not saved.is_symlink():
+        return None
+    advice = (
+        "nothing was changed; restore it (config.toml beside it holds the same settings) or "
+        "move it away to resume with the settings you pass"
+    )
+    try:
+        text = saved.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"--resume: cannot read the run's saved config {saved} ({one_line(err)}); {advice}"
+        ) from err
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"--resume: the run's saved config {saved} is not valid JSON ({err}); {advice}"
+        ) from err
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"--resume: the run's saved config {saved} holds a {type(values).__name__}, not a "
+            f"table of settings; {advice}"
+        )
+    return saved, values
+
+
+def _blame_saved_config(saved: tuple[Path, dict[str, Any]] | None, err: ConfigError) -> None:
+    """When the settings as a whole are refused and the run's saved config is refused on its
+    own, say that the file is at fault (the plain message names only the setting)."""
+    if saved is None:
+        return
+    path, values = saved
+    try:
+        TrainConfig.from_dict(values)
+    except ConfigError as own:
+        raise ConfigError(
+            f"--resume: the run's saved config {path} is not usable ({one_line(own)}); nothing "
+            "was changed; fix that setting there or override it with a flag"
+        ) from err
+    except (TypeError, ValueError) as own:  # a value of a type no check foresaw
+        raise ConfigError(
+            f"--resume: the run's saved config {path} is not usable ({one_line(own)}); nothing "
+            "was changed"
+        ) from err
+
+
+def _combine(args: argparse.Namespace, values: dict[str, Any], out: str | None) -> TrainConfig:
+    """The config of ``values`` (file and saved settings, then flags) with the model flags and
+    ``--set`` applied last."""
+    kwargs = values.get("model_kwargs", field_defaults(TrainConfig)["model_kwargs"])
+    if not isinstance(kwargs, dict):  # dict() of it would fail with a bare TypeError
+        raise ConfigError(f"config: model_kwargs must be a table, got {kwargs!r}")
+    kwargs = dict(kwargs)
     for _, key, _, _ in MODEL_FLAGS:
         value = getattr(args, f"model_{key}")
         if value is not None:
@@ -153,7 +195,32 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     _apply_set(values, args.set)
     values["resume"] = bool(args.resume)
     values["out"] = str(_fresh_run_dir(RUNS)) if out is None else out
-    config = TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's :class:`TrainConfig` from parsed ``flowkit train`` arguments (see the module
+    docstring for the precedence); unknown model names are a :class:`ConfigError`."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(read_config_mapping(options.readable_file(args.config, "config file")))
+    out = args.out
+    saved = None
+    if args.resume:
+        if out is None:
+            out = str(_newest_run(RUNS))
+        saved = _saved_config(Path(out))
+        if saved is not None:
+            values.update(saved[1])
+    flags = given_fields(args, args.config_fields)
+    if isinstance(flags.get("data"), list) and len(flags["data"]) == 1:
+        flags["data"] = flags["data"][0]
+    values.update(flags)
+    try:
+        config = _combine(args, values, out)
+    except ConfigError as err:
+        _blame_saved_config(saved, err)
+        raise
     known = zoo.names("model")
     if config.model not in known:
         raise ConfigError(f"unknown model {config.model!r}; known models: {', '.join(known)}")

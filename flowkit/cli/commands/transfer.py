@@ -58,8 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_face(path: str, model: nn.Module, resize: bool) -> np.ndarray:
     """The face at ``path`` as uint8 (C, H, W) at the model's size (``resize``: resized to it)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+    options.readable_file(path, "image")
     c, h, w = model.in_shape
     img = read_image(path, size=(h, w) if resize else None, channels=c)
     if img.shape != (c, h, w):
@@ -108,6 +107,27 @@ def _trained_classes(model: nn.Module, meta: dict[str, Any]) -> list[int] | None
     return None if trained is None else [options.expression(c) for c in trained]
 
 
+def _check_statistics(
+    stats: LatentStatistics, source: int, target: int, source_guessed: bool
+) -> None:
+    """Refuse an edit from or to an expression the latent statistics have no faces of, naming
+    the expressions (the statistics themselves only know label numbers)."""
+    present = set(stats.present_labels)
+    for label, flag in ((source, "--from"), (target, "--to")):
+        if label in present:
+            continue
+        known = ", ".join(EMOTIONS[k] for k in sorted(present)) or "none"
+        role = "target" if flag == "--to" else "source"
+        guessed = (
+            " (the model's guess for this face)" if flag == "--from" and source_guessed else ""
+        )
+        raise ConfigError(
+            f"the {role} expression {EMOTIONS[label]}{guessed} has no faces in the latent "
+            f"statistics (expressions with faces: {known}); pass --data with faces of it or "
+            f"choose another {flag}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Edit the face and write it."""
     device = resolve_device(args.device)
@@ -143,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             if default_method(model) != "condition":
                 raise
             stats = None  # a model whose blocks see the class edits by condition swap alone
+        if stats is not None:
+            _check_statistics(stats, source, target, args.source is None)
         edited = label_transfer(model, x, [source], [target], stats, alpha=args.alpha)
         how = f"{EMOTIONS[source]} -> {EMOTIONS[target]}"
     arr = postprocess(edited.float().cpu(), n_bits, full_range=True)[0].numpy()

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from flowkit.data.emotion_set import EmotionSet
-from flowkit.data.errors import DataError, SkippedFilesWarning, skipped_message
+from flowkit.data.errors import (
+    DataError,
+    SkippedFilesWarning,
+    UnknownLabelError,
+    skipped_message,
+)
 from flowkit.data.images import Size, convert_array, progress
 from flowkit.data.labels import label_index
 from flowkit.data.readers.registry import Reader, ReadOptions, register
@@ -27,6 +32,27 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("emotion", "pixels")
 def _label(value: str) -> int:
     value = value.strip()
     return label_index(int(value)) if value.lstrip("-").isdigit() else label_index(value)
+
+
+def _read_rows(path: Path) -> tuple[list[str] | None, list[list[str]]]:
+    """The header row (``None`` for an empty file) and the other rows of a UTF-8 CSV.
+
+    Decoding and CSV errors become a :class:`DataError` naming the file: Python's own messages
+    ("'utf-8' codec can't decode byte 0xff in position 7") do not say which file.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            return header, list(reader)
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start : err.start + 1].hex()
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{byte} at offset {err.start}); expected a UTF-8 "
+            "CSV 'emotion,pixels,Usage' (re-save it as UTF-8)"
+        ) from err
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from err
 
 
 def read_fer_csv(
@@ -47,20 +73,17 @@ def read_fer_csv(
     """
     path = Path(path)
     source = source or path.stem
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty CSV; expected a header row 'emotion,pixels,Usage'")
-        cols = {name.strip().lower(): i for i, name in enumerate(header)}
-        missing = [c for c in REQUIRED_COLUMNS if c not in cols]
-        if missing:
-            raise DataError(
-                f"{path}: CSV is missing column(s) {', '.join(missing)}; expected columns "
-                f"'emotion,pixels' (and optionally 'Usage'), found {header}"
-            )
-        i_em, i_px, i_use = cols["emotion"], cols["pixels"], cols.get("usage")
-        rows = list(reader)
+    header, rows = _read_rows(path)
+    if header is None:
+        raise DataError(f"{path}: empty CSV; expected a header row 'emotion,pixels,Usage'")
+    cols = {name.strip().lower(): i for i, name in enumerate(header)}
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise DataError(
+            f"{path}: CSV is missing column(s) {', '.join(missing)}; expected columns "
+            f"'emotion,pixels' (and optionally 'Usage'), found {header}"
+        )
+    i_em, i_px, i_use = cols["emotion"], cols["pixels"], cols.get("usage")
 
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -77,6 +100,8 @@ def read_fer_csv(
         except IndexError:
             bad.append(f"line {line_no}")
             continue
+        except UnknownLabelError as err:
+            raise UnknownLabelError(f"{path}, line {line_no}: {err}") from err
         try:
             px = np.fromstring(row[i_px], dtype=np.int64, sep=" ")
         except (IndexError, ValueError):

@@ -31,7 +31,7 @@ from flowkit.data.images import (
     read_image,
     stack_images,
 )
-from flowkit.data.labels import EMOTIONS, is_label, label_index
+from flowkit.data.labels import ALIASES, EMOTIONS, is_label, label_index
 from flowkit.data.readers.registry import Reader, ReadOptions, register
 
 CKPLUS_PATTERN: str = r"^(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)"
@@ -62,6 +62,29 @@ def is_kaggle_layout(root: Path) -> bool:
     return any(d.name.lower() in SPLIT_FOLDERS for d in _subdirs(root))
 
 
+def _known_names() -> str:
+    aliases = sorted(set(ALIASES) - set(EMOTIONS))
+    return f"{', '.join(EMOTIONS)} (or an alias: {', '.join(aliases)})"
+
+
+def _diagnose_class_folders(root: Path) -> str | None:
+    """Why a folder with subfolders is no class-folder tree: the subfolders that are not
+    emotion names (a folder without subfolders is left to the generic message)."""
+    if not root.is_dir():
+        return None
+    try:
+        dirs = _subdirs(root)
+    except OSError:
+        return None
+    unknown = [d.name for d in dirs if not is_label(d.name)]
+    if not dirs or not unknown or is_kaggle_layout(root):
+        return None
+    return (
+        f"subfolder(s) {', '.join(unknown)} are not emotion names; expected one folder per "
+        f"emotion named from {_known_names()}"
+    )
+
+
 def _class_dirs(root: Path) -> list[tuple[Path, int]]:
     dirs = _subdirs(root)
     if not dirs:
@@ -74,7 +97,7 @@ def _class_dirs(root: Path) -> list[tuple[Path, int]]:
     if unknown:
         raise UnknownLabelError(
             f"{root}: subfolder(s) {', '.join(unknown)} are not emotion names; expected "
-            f"folders named from {', '.join(EMOTIONS)} (or aliases such as anger, sadness)"
+            f"folders named from {_known_names()}"
         )
     return [(d, label_index(d.name)) for d in dirs]
 
@@ -284,5 +307,6 @@ register(
         expects=f"class subfolders named from {', '.join(EMOTIONS)} (e.g. happy/*.png)",
         kind="folder",
         priority=40,
+        diagnose=_diagnose_class_folders,
     )
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from flowkit.data.emotion_set import EmotionSet
-from flowkit.data.errors import DataError
+from flowkit.data.errors import DataError, UnknownLabelError
 from flowkit.data.images import Size, convert_array
 from flowkit.data.labels import label_indices, mapping_from_names
 from flowkit.data.readers.registry import Reader, ReadOptions, register
@@ -50,32 +50,49 @@ def read_npz(
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{path}: archive is damaged ({exc})") from exc
     images, raw = arrays.pop("images"), arrays.pop("labels").reshape(-1)
+    if images.ndim == 0:
+        raise DataError(f"{path}: 'images' is a single value; expected an array of images")
     n = len(images)
     if n == 0:
         raise DataError(f"{path}: 'images' is empty; expected at least one image")
     if len(raw) != n:
         raise DataError(f"{path}: {n} images but {len(raw)} labels; expected one label per image")
     names = arrays.pop("label_names", None)
-    if raw.dtype.kind in "iu":
-        if names is None:
+    try:
+        if raw.dtype.kind in "iu":
+            if names is None:
+                raise DataError(
+                    f"{path}: integer 'labels' need 'label_names' saying what each number means "
+                    "(or store the emotion names themselves in 'labels')"
+                )
+            name_list = _strings(names, "label_names", path)
+            table = mapping_from_names(name_list)
+            if raw.min() < 0 or raw.max() >= len(table):
+                raise DataError(
+                    f"{path}: labels range {raw.min()}..{raw.max()} but only {len(table)} "
+                    f"label_names {name_list}"
+                )
+            labels = table[raw]
+        elif raw.dtype.kind in "USO":
+            labels = label_indices(_strings(raw, "labels", path))
+        else:
             raise DataError(
-                f"{path}: integer 'labels' need 'label_names' saying what each number means "
-                "(or store the emotion names themselves in 'labels')"
+                f"{path}: 'labels' has dtype {raw.dtype}; expected integers indexing "
+                "'label_names' or emotion names"
             )
-        table = mapping_from_names([str(x) for x in np.asarray(names).reshape(-1)])
-        if raw.min() < 0 or raw.max() >= len(table):
-            raise DataError(
-                f"{path}: labels range {raw.min()}..{raw.max()} but only {len(table)} "
-                f"label_names {list(names)}"
-            )
-        labels = table[raw]
-    else:
-        labels = label_indices([str(x) for x in raw])
+    except UnknownLabelError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise UnknownLabelError(f"{path}: {err}") from err
     subjects = arrays.pop("subjects", None)
     split = arrays.pop("split", None)
     for name, arr in (("subjects", subjects), ("split", split)):
-        if arr is not None and len(arr) != n:
-            raise DataError(f"{path}: '{name}' has {len(arr)} entries for {n} images")
+        if arr is not None and (arr.ndim != 1 or len(arr) != n):
+            raise DataError(
+                f"{path}: '{name}' has shape {arr.shape}; expected one entry per image ({n},)"
+            )
+    subjects = None if subjects is None else _strings(subjects, "subjects", path)
+    split = None if split is None else _strings(split, "split", path)
     meta = {k: v for k, v in arrays.items() if v.ndim == 1 and len(v) == n}
     return EmotionSet(
         images=convert_array(images, size, channels, what=str(path)),
@@ -85,6 +102,22 @@ def read_npz(
         sources=source,
         meta=meta,
     )
+
+
+def _strings(values: np.ndarray, key: str, path: Path) -> list[str]:
+    """The entries of a string array as Python strings. Byte strings (``dtype 'S'``, what
+    ``np.savez`` writes for ``bytes``) are decoded as UTF-8, with an error naming the file and
+    the array when they are not UTF-8; ``str()`` of them would give ``"b'happy'"``."""
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind != "S":
+        return [str(v) for v in flat]
+    try:
+        return [bytes(v).decode("utf-8") for v in flat]
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: '{key}' holds bytes that are not UTF-8 text ({err.reason} at byte "
+            f"{err.start}); expected emotion names as text"
+        ) from err
 
 
 def _is_npz(path: Path) -> bool:

@@ -50,6 +50,10 @@ class Reader:
         expects: what the reader takes, in words, completing "expected ..." in error messages.
         kind: ``"file"`` or ``"folder"``; says which "not recognised" message lists it.
         priority: detection order, lowest first, for layouts more than one reader accepts.
+        diagnose: optional; for a path no reader recognises, the one-line reason this reader
+            rejects it when the path looks meant for it (e.g. "subfolder foo is not an emotion
+            name"), else ``None``. :func:`flowkit.data.load` raises the first reason given,
+            which names the culprit, instead of only listing the formats.
     """
 
     name: str
@@ -58,6 +62,7 @@ class Reader:
     expects: str
     kind: Literal["file", "folder"]
     priority: int = 100
+    diagnose: Callable[[Path], str | None] | None = None
 
 
 _READERS: dict[str, Reader] = {}

@@ -51,7 +51,7 @@ class SyntheticFaces:
         noise_std: float = 3.0,
     ) -> None:
         if int(size) < 16:
-            raise DataError(f"size must be at least 16 pixels, got {size}")
+            raise DataError(f"synthetic faces need an image size of at least 16 pixels, got {size}")
         self.size = int(size)
         self.channels = check_channels(channels)
         self.seed = int(seed)
