@@ -55,3 +55,28 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def raise_together(error: BaseException | None) -> None:
+    """Raise on every rank when any rank met an error; nothing when none did.
+
+    Checks that only rank 0 can make (the run-folder lock, the checkpoints and log it reads)
+    must not leave the other ranks waiting in their first collective for a peer that has
+    gone: the outcome is gathered from all ranks, the rank that failed re-raises its own
+    error, and every other rank raises a :class:`~flowkit.errors.ConfigError` quoting it.
+    Without a process group: ``error`` itself, if any."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * world_size()
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    dist.all_gather_object(messages, mine)
+    if error is not None:
+        raise error
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        from flowkit.errors import ConfigError
+
+        where, message = failed[0]
+        raise ConfigError(f"rank {where} could not start the run ({message}); stopping too")

@@ -23,16 +23,20 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flowkit import limits
 from flowkit.errors import ConfigError
 
 __all__ = [
+    "Arguments",
     "MAX_DEPTH",
     "MAX_ITEMS",
     "MAX_WHOLE_NUMBER",
     "PLAIN_TYPES",
+    "arguments_of",
     "check_bounds",
     "check_value",
     "describe",
@@ -233,3 +237,47 @@ def check_bounds(value: Any, where: str) -> None:
                 stack.extend((v, f"{name}.{str(k)[:40]}", depth + 1) for k, v in item.items())
             else:
                 stack.extend((v, f"{name}[{i}]", depth + 1) for i, v in enumerate(item))
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """What a factory accepts, read once from its signature: the annotation of each keyword
+    argument (``Any`` where it is missing or cannot be resolved), the required ones, and
+    whether it takes ``**kwargs`` (then any name is accepted)."""
+
+    annotations: Mapping[str, Any]
+    required: tuple[str, ...]
+    open: bool
+
+
+_ARGUMENTS: dict[Any, Arguments] = {}
+
+
+def arguments_of(factory: Callable[..., Any]) -> Arguments:
+    """The :class:`Arguments` of ``factory`` (a class: its ``__init__``), cached.
+
+    Annotations are resolved with :func:`typing.get_type_hints`; when that fails (a name
+    imported only for type checkers) the factory's arguments are still checked by name, and
+    their types are left to the factory."""
+    cached = _ARGUMENTS.get(factory)
+    if cached is not None:
+        return cached
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        result = Arguments({}, (), True)
+    else:
+        target = factory.__init__ if isinstance(factory, type) else factory
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:  # noqa: BLE001 - any unresolvable annotation: check names only
+            hints = {}
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        named = {n: p for n, p in parameters.items() if p.kind in keyword}
+        result = Arguments(
+            annotations={n: hints.get(n, Any) for n in named},
+            required=tuple(n for n, p in named.items() if p.default is inspect.Parameter.empty),
+            open=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()),
+        )
+    _ARGUMENTS[factory] = result
+    return result

@@ -19,16 +19,15 @@ hostile configuration is refused in one line before anything real is allocated.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import threading
-import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowkit import limits, schema
+from flowkit.build_budget import BuildBudget, MetaUnsupported, build_counted
 from flowkit.errors import ConfigError
 
 KINDS = ("layer", "conditioner", "model")
@@ -88,7 +87,7 @@ class Entry:
             raise ConfigError(
                 f"{what} must be a table of arguments, got {schema.short_repr(kwargs)}"
             )
-        accepted = arguments_of(self.factory)
+        accepted = schema.arguments_of(self.factory)
         for key, value in kwargs.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{label}: argument names must be strings, got {key!r}")
@@ -116,141 +115,9 @@ class Entry:
                 )
 
 
-@dataclass(frozen=True)
-class Arguments:
-    """What a factory accepts, read once from its signature: the annotation of each keyword
-    argument (``Any`` where it is missing or cannot be resolved), the required ones, and
-    whether it takes ``**kwargs`` (then any name is accepted)."""
-
-    annotations: Mapping[str, Any]
-    required: tuple[str, ...]
-    open: bool
-
-
-_ARGUMENTS: dict[Any, Arguments] = {}
-
 _BOUNDED = threading.local()
 """``active`` while this thread runs :meth:`Zoo.build_bounded`: every entry the build asks the
 zoo for (a model's layers, a layer's conditioner) then has its arguments checked too."""
-
-
-def arguments_of(factory: Callable[..., Any]) -> Arguments:
-    """The :class:`Arguments` of ``factory`` (a class: its ``__init__``), cached.
-
-    Annotations are resolved with :func:`typing.get_type_hints`; when that fails (a name
-    imported only for type checkers) the factory's arguments are still checked by name, and
-    their types are left to the factory."""
-    cached = _ARGUMENTS.get(factory)
-    if cached is not None:
-        return cached
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        result = Arguments({}, (), True)
-    else:
-        target = factory.__init__ if isinstance(factory, type) else factory
-        try:
-            hints = typing.get_type_hints(target)
-        except Exception:  # noqa: BLE001 - any unresolvable annotation: check names only
-            hints = {}
-        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        named = {n: p for n, p in parameters.items() if p.kind in keyword}
-        result = Arguments(
-            annotations={n: hints.get(n, Any) for n in named},
-            required=tuple(n for n, p in named.items() if p.default is inspect.Parameter.empty),
-            open=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()),
-        )
-    _ARGUMENTS[factory] = result
-    return result
-
-
-@dataclass(frozen=True)
-class BuildBudget:
-    """The most a bounded build may register before it is stopped (:meth:`Zoo.build_bounded`).
-
-    ``tensors`` (parameters and buffers) and ``modules`` count registrations; ``values`` counts
-    their elements (``None``: :data:`flowkit.limits.MAX_MODEL_PARAMETERS`, read at build time).
-    ``why`` says where the tensor and module limits come from, for the error message."""
-
-    tensors: int = limits.MAX_MODEL_TENSORS
-    modules: int = 8 * limits.MAX_MODEL_TENSORS
-    values: int | None = None
-    why: str = "flowkit.limits.MAX_MODEL_TENSORS"
-
-
-class _OverBudget(BaseException):
-    """Raised from a registration hook when a bounded build exceeds its budget. A
-    ``BaseException`` so that a constructor's own ``except Exception`` cannot swallow it and
-    keep building."""
-
-
-class _MetaUnsupported(Exception):
-    """A constructor that cannot run on the ``meta`` device (it reads tensor values)."""
-
-
-@contextlib.contextmanager
-def _counting(budget: BuildBudget, label: str) -> Iterator[list[str]]:
-    """Count the parameters, buffers and modules registered by this thread while the block
-    runs, raising :class:`_OverBudget` at the first one beyond ``budget``. Yields the list
-    that receives the refusal (kept even if a constructor swallowed the exception)."""
-    from torch.nn.modules import module as torch_module
-
-    owner = threading.get_ident()
-    max_values = limits.MAX_MODEL_PARAMETERS if budget.values is None else budget.values
-    counts = {"tensors": 0, "values": 0, "modules": 0}
-    refusals: list[str] = []
-
-    def refuse(message: str) -> None:
-        refusals.append(message)
-        raise _OverBudget(message)
-
-    def on_tensor(module: Any, name: str, tensor: Any) -> None:
-        if threading.get_ident() != owner or tensor is None:
-            return None
-        counts["tensors"] += 1
-        counts["values"] += int(tensor.numel())
-        if counts["tensors"] > budget.tensors:
-            refuse(
-                f"{label}: its arguments build more than {budget.tensors:,} tensors ({budget.why})"
-            )
-        if counts["values"] > max_values:
-            refuse(
-                f"{label}: its arguments ask for more than {max_values:,} values "
-                "(flowkit.limits.MAX_MODEL_PARAMETERS)"
-            )
-        return None
-
-    def on_module(module: Any, name: str, submodule: Any) -> None:
-        if threading.get_ident() != owner or submodule is None:
-            return None
-        counts["modules"] += 1
-        if counts["modules"] > budget.modules:
-            refuse(
-                f"{label}: its arguments build more than {budget.modules:,} modules ({budget.why})"
-            )
-        return None
-
-    handles = [
-        torch_module.register_module_parameter_registration_hook(on_tensor),
-        torch_module.register_module_buffer_registration_hook(on_tensor),
-        torch_module.register_module_module_registration_hook(on_module),
-    ]
-    try:
-        yield refusals
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _meta_unsupported(err: BaseException) -> bool:
-    """Whether ``err`` says that a constructor needs real tensor values (torch's errors for an
-    operation without a ``meta`` kernel, ``.item()`` or a copy out of a meta tensor)."""
-    return isinstance(err, NotImplementedError) or "meta" in str(err).lower()
-
-
-def _one_line(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Zoo:
@@ -393,52 +260,22 @@ class Zoo:
         self.check_arguments(kind, name, kwargs)
         entry = self.get(kind, name)
         budget = BuildBudget() if budget is None else budget
+        label = f"{entry.kind} {entry.name}"
+
+        def build() -> Any:
+            return entry.build(**kwargs)
+
         outer = getattr(_BOUNDED, "active", False)
         _BOUNDED.active = True
         try:
             if meta:
                 try:
-                    return self._build_counted(entry, kwargs, budget, meta=True)
-                except _MetaUnsupported:
+                    return build_counted(build, label, budget, meta=True)
+                except MetaUnsupported:
                     pass
-            return self._build_counted(entry, kwargs, budget, meta=False)
+            return build_counted(build, label, budget, meta=False)
         finally:
             _BOUNDED.active = outer
-
-    @staticmethod
-    def _build_counted(
-        entry: Entry, kwargs: Mapping[str, Any], budget: BuildBudget, meta: bool
-    ) -> Any:
-        import torch
-
-        label = f"{entry.kind} {entry.name}"
-        place = torch.device("meta") if meta else contextlib.nullcontext()
-        refusals: list[str] = []
-        try:
-            with _counting(budget, label) as refusals, place:
-                built = entry.build(**kwargs)
-        except _OverBudget as over:
-            raise ConfigError(str(over)) from None
-        except ConfigError as err:
-            if refusals:
-                raise ConfigError(refusals[0]) from None
-            raise ConfigError(_one_line(err)) from err
-        except RecursionError:
-            raise ConfigError(f"{label}: its arguments nest too deeply to build") from None
-        except MemoryError:
-            raise ConfigError(f"{label}: its arguments ask for more memory than there is") from None
-        except Exception as err:  # noqa: BLE001 - any constructor failure is a refusal
-            if refusals:
-                raise ConfigError(refusals[0]) from None
-            if meta and _meta_unsupported(err):
-                raise _MetaUnsupported from err
-            raise ConfigError(
-                f"{label}: cannot be built from these arguments "
-                f"({type(err).__name__}: {_one_line(err)})"
-            ) from err
-        if refusals:
-            raise ConfigError(refusals[0])
-        return built
 
     def describe(self, kind: str, name: str) -> str:
         """A human-readable description: summary, signature, example configuration."""

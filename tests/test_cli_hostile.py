@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -562,3 +563,62 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path: Pa
     assert said[1].startswith("SIGTERM") and "another process" in said[0]
     saved = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert saved is not None and saved.step == 2
+
+
+def _rank_in_a_locked_folder(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of a 2-process gloo run whose folder another live training holds."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    from flowkit.errors import FlowkitError
+    from flowkit.training import TrainConfig, train
+
+    config = TrainConfig(
+        model_kwargs={"levels": 1, "steps": 1, "hidden": 4},
+        image_size=16,
+        synthetic_size=60,
+        batch_size=8,
+        steps=2,
+        quality_metrics=False,
+        tensorboard=False,
+        device="cpu",
+        out=str(Path(out) / "run"),
+    )
+    try:
+        train(config, progress=False, log=lambda _m: None)
+        outcome = "trained"
+    except FlowkitError as err:
+        outcome = str(err)
+    (Path(out) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_a_refusal_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
+    """Only rank 0 checks the run folder (lock, checkpoints, log). Its refusal is shared, so
+    rank 1 stops with it instead of waiting for a peer that has gone."""
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = {"pid": os.getpid(), "host": socket.gethostname()}  # this test: alive
+    (run / ".lock").write_text(json.dumps(holder))
+    before = snapshot(run)
+    context = mp.spawn(
+        _rank_in_a_locked_folder, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 90
+    try:
+        while not context.join(timeout=1):
+            assert time.monotonic() < deadline, "rank 1 waits for rank 0, which has gone"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    said = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert str(os.getpid()) in said[0], said  # the lock's holder is named
+    assert said[1].startswith("rank 0 could not start") and str(os.getpid()) in said[1], said
+    assert snapshot(run) == before  # the holder's folder is untouched

@@ -134,6 +134,18 @@ def _assert_one_line_naming(err: Exception, key: str) -> None:
     assert leaf in message or key in message, f"message does not name {key!r}: {message}"
 
 
+def _decide(key: str, make: typing.Callable[[], TrainConfig]) -> TrainConfig | None:
+    """The config ``make`` builds, checked to be well typed, or ``None`` when it was refused
+    in one line naming ``key``."""
+    try:
+        config = make()
+    except ConfigError as err:
+        _assert_one_line_naming(err, key)
+        return None
+    _assert_accepted_config_is_well_typed(config)
+    return config
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(sorted(set(FIELDS) - {"out", "resume"})), text=TOML_VALUES)
 def test_python_and_toml_values_are_accepted_well_typed_or_refused_in_one_line(
@@ -142,22 +154,14 @@ def test_python_and_toml_values_are_accepted_well_typed_or_refused_in_one_line(
     value = _parse_toml_value(text)
     if value is None:
         return  # not a TOML value: the file reader's concern (next test)
-    try:
-        config = TrainConfig.from_dict({key: value})
-    except ConfigError as err:
-        _assert_one_line_naming(err, key)
-    else:
-        _assert_accepted_config_is_well_typed(config)
+    from_python = _decide(key, lambda: TrainConfig.from_dict({key: value}))
     # The same value written in a TOML file decides the same way.
     path = tmp_path_factory.mktemp("toml") / "config.toml"
     path.write_text(f"{key} = {text}\n")
-    try:
-        from_file = load_config(path)
-    except ConfigError as err:
-        _assert_one_line_naming(err, key)
-    else:
-        _assert_accepted_config_is_well_typed(from_file)
-        assert getattr(from_file, key) == getattr(TrainConfig.from_dict({key: value}), key)
+    from_file = _decide(key, lambda: load_config(path))
+    assert (from_python is None) == (from_file is None), f"{key} = {text}: Python and TOML differ"
+    if from_python is not None and from_file is not None:
+        assert getattr(from_file, key) == getattr(from_python, key)
 
 
 def test_every_setting_decides_every_listed_value() -> None:
@@ -166,14 +170,8 @@ def test_every_setting_decides_every_listed_value() -> None:
     for key in sorted(set(FIELDS) - {"out", "resume"}):
         for text in LISTED_VALUES:
             value = _parse_toml_value(text)
-            if value is None:
-                continue
-            try:
-                config = TrainConfig.from_dict({key: value})
-            except ConfigError as err:
-                _assert_one_line_naming(err, key)
-            else:
-                _assert_accepted_config_is_well_typed(config)
+            if value is not None:
+                _decide(key, lambda key=key, value=value: TrainConfig.from_dict({key: value}))
 
 
 @settings(max_examples=40, deadline=None)

@@ -30,6 +30,7 @@ import torch
 from flowkit import distributed as fdist
 from flowkit.data import EMOTIONS, EmotionSet
 from flowkit.devices import resolve_device
+from flowkit.errors import FlowkitError
 from flowkit.metrics import evaluate_bits_per_dim, reconstruction_error, sample_grid
 from flowkit.training.batches import Batches
 from flowkit.training.config import TrainConfig
@@ -155,12 +156,20 @@ def _train(
     if config.num_workers:
         torch.set_num_threads(thread_count(config.num_workers))
     folder = RunFolder(config.out, main)
-    folder.lock()  # one training per folder; released by folder.close() (or taken over if stale)
     with contextlib.ExitStack() as release_on_error:
-        release_on_error.callback(folder.close)  # a failed start leaves no lock behind
-        resume_from = folder.checkpoint_to_resume(config.resume, say)
-        check_resume(resume_from, config)  # before any data is read or any file written
-        folder.check_log(resume_from.step if resume_from is not None else None)
+        # The folder checks run where the files are written (rank 0); their outcome is
+        # shared, so a refusal stops every rank instead of leaving the others waiting.
+        failure: Exception | None = None
+        resume_from = None
+        try:
+            folder.lock()  # one training per folder; released by close() (or taken if stale)
+            release_on_error.callback(folder.close)  # a failed start leaves no lock behind
+            resume_from = folder.checkpoint_to_resume(config.resume, say)
+            check_resume(resume_from, config)  # before any data is read or any file written
+            folder.check_log(resume_from.step if resume_from is not None else None)
+        except (FlowkitError, OSError) as err:
+            failure = err
+        fdist.raise_together(failure)
         train_set, test_set = data_sets(config, train_set, test_set)
         classes = present_classes(train_set)
         names = [EMOTIONS[k] for k in classes]  # of the expressions trained
