@@ -316,7 +316,8 @@ def test_corrupt_config_json_is_named_and_nothing_changes(
     run_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for damage, what in (("garbage", "not valid JSON"), ("[1, 2]", "holds a list"),
-                         ('{"lr": "fast"}', "lr must be")):  # fmt: skip
+                         ("{}", "names no model"),
+                         ('{"model": "bplf", "lr": "fast"}', "lr must be")):  # fmt: skip
         (run_copy / "config.json").write_text(damage)
         before = snapshot(run_copy)
         code, _, err = cli(

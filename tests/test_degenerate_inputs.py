@@ -545,6 +545,21 @@ def test_one_image_is_refused_with_the_counts(tmp_path: Path) -> None:
     assert "1 image (happy 1)" in message and "at least 2" in message
 
 
+def test_an_empty_test_set_given_from_python_is_refused_before_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    faces = EmotionSet(
+        images=rng.integers(0, 256, (12, 1, 16, 16), dtype=np.uint8),
+        labels=np.array([3, 4] * 6),
+    )
+    out = tmp_path / "run"
+    config = TrainConfig(image_size=16, steps=1, batch_size=4, quality_metrics=False,
+                         tensorboard=False, out=str(out))  # fmt: skip
+    with pytest.raises(ConfigError, match="test set is empty") as info:
+        train(config, faces, faces.subset(np.arange(0)), progress=False)
+    _one_line(info.value)
+    assert not (out / "checkpoints").exists() and not (out / "log.csv").exists()
+
+
 # ----------------------------------------------------------------------------- editing fit
 
 

@@ -112,6 +112,8 @@ def data_sets(
         train_set = loaded_train if train_set is None else train_set
         test_set = loaded_test if test_set is None else test_set
     for name, part in (("train", train_set), ("test", test_set)):
+        if len(part) == 0:  # found now, not after training when the test set is scored
+            raise ConfigError(f"the {name} set is empty; training needs images in both sets")
         if tuple(part.shape) != config.in_shape:
             raise ConfigError(
                 f"{name} images have shape {tuple(part.shape)}, the config asks for "

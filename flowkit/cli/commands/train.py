@@ -157,6 +157,11 @@ def _saved_config(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
             f"--resume: the run's saved config {saved} holds a {type(values).__name__}, not a "
             f"table of settings; {advice}"
         )
+    if "model" not in values:  # every flowkit version saved it: the file lost its contents
+        raise ConfigError(
+            f"--resume: the run's saved config {saved} names no model (an emptied file?); "
+            f"{advice}"
+        )
     return saved, values
 
 
