@@ -159,8 +159,7 @@ def _saved_config(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
         )
     if "model" not in values:  # every flowkit version saved it: the file lost its contents
         raise ConfigError(
-            f"--resume: the run's saved config {saved} names no model (an emptied file?); "
-            f"{advice}"
+            f"--resume: the run's saved config {saved} names no model (an emptied file?); {advice}"
         )
     return saved, values
 
