@@ -37,6 +37,33 @@ def as_shape(shape: Sequence[int], block: str) -> Shape:
     return shape
 
 
+def declared_out_shape(block: nn.Module, in_shape: Sequence[int]) -> Shape:
+    """The per-sample shape ``block`` gives for inputs of ``in_shape``, as the block declares it.
+
+    flowkit blocks declare ``out_shape``. A block from another library (a plain nflows
+    ``Transform``) can declare it the same way, as an attribute or property (set it on the
+    instance, e.g. in the zoo factory that builds it), or by nflows' own convention,
+    ``get_output_shape(*in_shape)`` (nflows' ``SqueezeTransform``). A block that declares
+    neither is taken as shape-preserving: nearly every nflows transform is (permutations,
+    ActNorm, LU and 1x1 convolutions, couplings, autoregressive and spline transforms), so
+    those need nothing. Recipes and :class:`~flowkit.layers.sequence.FlowSequence` chain shapes
+    with this function.
+    """
+    shape = getattr(block, "out_shape", None)
+    if shape is None:
+        get_output_shape = getattr(block, "get_output_shape", None)
+        if not callable(get_output_shape):
+            return tuple(int(s) for s in in_shape)
+        try:
+            shape = get_output_shape(*in_shape)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(
+                f"{type(block).__name__}.get_output_shape cannot take the input shape "
+                f"{tuple(in_shape)}: {err}"
+            ) from err
+    return tuple(int(s) for s in shape)
+
+
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum every dimension but the first: per-sample totals of shape (B,)."""
     return x.flatten(1).sum(dim=1)

@@ -63,7 +63,9 @@ class Coupling(FlowTransform):
     ``nn.Module``. It is built with ``in_shape`` of ``x_a`` and ``out_channels = 2·⌊C/2⌋``
     (``h`` then ``t``; ``⌊C/2⌋`` for additive). Arguments left as ``None`` take the subclass's
     defaults (``default_conditioner``, ``default_scale``, ``default_clamp``). Subclasses
-    override :meth:`_forward_a` / :meth:`_inverse_a` to move ``x_a`` as well.
+    override :meth:`_forward_a` / :meth:`_inverse_a` to move ``x_a`` as well, and
+    :meth:`outputs_per_element` / :meth:`_couple` for another elementwise map of ``x_b``
+    (:class:`~flowkit.layers.spline_coupling.SplineCoupling`).
     """
 
     #: Defaults of the subclass, used where an argument is left as ``None``: one constructor
@@ -114,9 +116,18 @@ class Coupling(FlowTransform):
                     "activation": activation,
                     **options,
                     "in_shape": self.a_shape,
-                    "out_channels": (1 if self.scale is None else 2) * self.split_sizes[1],
+                    "out_channels": self.outputs_per_element() * self.split_sizes[1],
                 },
             )
+
+    def outputs_per_element(self) -> int:
+        """Conditioner outputs per element of ``x_b``: 2 (``h`` and ``t``), 1 when additive.
+
+        A subclass with another elementwise map of ``x_b`` (e.g. a spline with ``3K − 1``
+        parameters) overrides this and :meth:`_couple`; it is called during ``__init__``, after
+        ``split_sizes`` and ``scale`` are set, to size the conditioner's output.
+        """
+        return 1 if self.scale is None else 2
 
     @property
     def a_shape(self) -> Shape:

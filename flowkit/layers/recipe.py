@@ -15,7 +15,7 @@ from nflows.transforms import Transform
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.base import Shape
+from flowkit.layers.base import Shape, declared_out_shape
 
 RecipeItem = str | tuple[str, dict[str, Any]] | Sequence[Any]
 
@@ -81,5 +81,6 @@ def build_recipe(
     for item in normalize_recipe(recipe, what):
         block = build_layer(item, shape, hidden, context_features, what)
         blocks.append(block)
-        shape = tuple(getattr(block, "out_shape", shape))
+        # A foreign block that declares no out_shape keeps the shape (declared_out_shape).
+        shape = declared_out_shape(block, shape)
     return blocks

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.base import FlowTransform, Shape, cascade
+from flowkit.layers.base import FlowTransform, Shape, cascade, declared_out_shape
 from flowkit.layers.recipe import RecipeItem, build_recipe
 from flowkit.layers.recompute import invertible_checkpoint
 
@@ -31,8 +31,9 @@ class FlowSequence(FlowTransform):
     ``blocks`` is a list (children named ``0, 1, …``, as an ``nn.ModuleList``) or a mapping of
     names to blocks (as ``nn.Sequential``); ``None`` entries are left out, so optional parts of
     a recipe need no special case. Shapes are checked when the sequence is built: each block's
-    ``out_shape`` must be the next block's ``in_shape``. An empty sequence is the identity on
-    ``in_shape``. Sequences nest; :meth:`leaves` flattens them.
+    ``out_shape`` must be the next block's ``in_shape`` (a block from another library that
+    declares no shape keeps it: :func:`~flowkit.layers.base.declared_out_shape`). An empty
+    sequence is the identity on ``in_shape``. Sequences nest; :meth:`leaves` flattens them.
 
     ``memory_saving=True`` makes a training forward pass keep only the output and recompute
     each leaf block from its exact inverse in the backward pass
@@ -69,7 +70,7 @@ class FlowSequence(FlowTransform):
                     f"FlowSequence: block {name!r} ({type(block).__name__}) takes {block_in}, "
                     f"but the block before it gives {shape}"
                 )
-            shape = _shape_of(block, "out_shape", default=shape)
+            shape = declared_out_shape(block, shape)
             self.add_module(name, block)
         self._out_shape = shape
         self.memory_saving = bool(memory_saving)
