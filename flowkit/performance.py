@@ -51,10 +51,17 @@ from flowkit.errors import ConfigError
 from flowkit.precision import conditioner_precision
 
 __all__ = [
+    "AUTO_MIN_CONV_PARAMETERS",
+    "AUTO_MIN_MLP_PARAMETERS",
+    "Capabilities",
     "MALLOC_ENV",
     "PRESETS",
     "Settings",
+    "auto_precision",
+    "choose_precision",
     "compile_conditioners",
+    "conditioner_size",
+    "detect_capabilities",
     "malloc_env_active",
     "mode",
     "prepare",
@@ -225,3 +232,91 @@ def startup_env(preset: str | Settings = "fast") -> dict[str, str]:
 def malloc_env_active() -> bool:
     """True when this process was started with :data:`MALLOC_ENV`'s thresholds."""
     return allocator.env_active(MALLOC_ENV)
+
+
+# ---------------------------------------------------------------------------- automatic precision
+AUTO_MIN_CONV_PARAMETERS = 25_000
+"""Convolutional conditioners with at least this many parameters (all conditioners of the
+model together) get bf16 under ``precision="auto"`` on bf16 hardware. Measured on an AMD EPYC
+with AVX512-BF16, 2 threads, one training step (forward, backward, Adam) of a 3-level x 4-step
+Glow at 1x32x32, batch 64: bf16 was 1.12x faster than fp32 at hidden 16 (31k conditioner
+parameters), 1.26x at 32 (69k), 1.39x at 64 (166k), 1.65x at 128 (447k)."""
+
+AUTO_MIN_MLP_PARAMETERS = 1_000_000
+"""The same for MLP conditioners (vector flows), which gain far later: on the same machine a
+RealNVP vector flow of 8 couplings (batch 512) ran 0.79x as fast in bf16 with 2x64 MLPs on 2
+features (35k parameters: the per-call autocast casts outweigh the tiny matmuls) and 1.45x as
+fast with 2x512 MLPs on 64 features (2.5M parameters)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the device offers reduced precision: ``device_type`` ("cpu" | "cuda" | ...),
+    ``bf16`` (native bf16 arithmetic: AVX512-BF16 or AMX on a CPU, compute capability >= 8.0 on
+    an NVIDIA GPU) and a short ``detail`` saying where that came from."""
+
+    device_type: str
+    bf16: bool
+    detail: str = ""
+
+
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The x86 feature flags of the first CPU in ``cpuinfo`` (empty where it cannot be read)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def detect_capabilities(device: torch.device | str, cpuinfo: str = "/proc/cpuinfo") -> Capabilities:
+    """The :class:`Capabilities` of ``device`` on this machine."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return Capabilities("cuda", major >= 8, f"compute capability {major}.{minor}")
+    if device.type == "cpu":
+        found = sorted(_cpu_flags(cpuinfo) & set(_CPU_BF16_FLAGS))
+        detail = "CPU flags " + ", ".join(found) if found else "no AVX512-BF16/AMX CPU flag"
+        return Capabilities("cpu", bool(found), detail)
+    return Capabilities(device.type, False, f"no bf16 rule for {device.type}")
+
+
+def conditioner_size(model: nn.Module) -> tuple[bool, int]:
+    """(whether the conditioners are convolutional, their parameter count together)."""
+    nets = _conditioners(model)
+    conv = any(isinstance(m, nn.Conv2d) for net in nets for m in net.modules())
+    return conv, sum(p.numel() for net in nets for p in net.parameters())
+
+
+def choose_precision(caps: Capabilities, convolutional: bool, parameters: int) -> tuple[str, str]:
+    """``("bf16" | "fp32", reason)`` for ``precision="auto"``: a pure function of the device's
+    capabilities and the conditioners' kind and size.
+
+    bf16 only where the hardware computes it natively and the conditioners are large enough
+    to gain (:data:`AUTO_MIN_CONV_PARAMETERS`, :data:`AUTO_MIN_MLP_PARAMETERS`); everything
+    else keeps fp32. (On a GPU the same size rule applies: small MLPs are launch-bound there
+    and autocast only adds cast kernels.)"""
+    if not caps.bf16:
+        return "fp32", f"auto: fp32, {caps.device_type} without native bf16 ({caps.detail})"
+    kind = "convolutional" if convolutional else "MLP"
+    threshold = AUTO_MIN_CONV_PARAMETERS if convolutional else AUTO_MIN_MLP_PARAMETERS
+    if parameters < threshold:
+        return "fp32", (
+            f"auto: fp32, {kind} conditioners too small to gain from bf16 ({parameters:,} "
+            f"parameters < {threshold:,})"
+        )
+    return "bf16", f"auto: bf16, {caps.detail}, {parameters:,} {kind} conditioner parameters"
+
+
+def auto_precision(model: nn.Module, device: torch.device | str) -> tuple[str, str]:
+    """:func:`choose_precision` for ``model`` on ``device`` of this machine."""
+    convolutional, parameters = conditioner_size(model)
+    return choose_precision(detect_capabilities(device), convolutional, parameters)

@@ -37,6 +37,9 @@ else:  # pragma: no cover - Python 3.10
 NUM_CLASSES = 8
 """Class-conditional prior size: the full emotion vocabulary (see the module docstring)."""
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""The values of :attr:`TrainConfig.precision`."""
+
 
 _PLAIN_TYPES = PLAIN_TYPES
 """Annotation -> (accepted Python types, how the error message names them): the one table of
@@ -151,7 +154,13 @@ class TrainConfig:
         keep_checkpoints: how many of the newest checkpoints to keep.
         seed: seeds python, numpy and torch (and the data split / synthetic faces).
         device: "auto" (cuda when available), "cpu" or "cuda".
-        precision: "fp32" or "bf16" (bf16 autocast for the coupling conditioners only).
+        precision: "auto", "fp32" or "bf16" (bf16 autocast for the coupling conditioners
+            only). "auto" picks bf16 where the device computes bf16 natively and the
+            conditioners are convolutions large enough to gain
+            (:func:`flowkit.performance.choose_precision`), else fp32; the run resolves it
+            when it starts and writes the resolved value into its config.toml/config.json and
+            checkpoints, so a resumed run keeps the precision it started with. The default
+            stays "fp32" until bf16 keeps the inverse within 1e-4 on every CPU kind.
         memory_saving: recompute activations from the exact inverse in the backward pass
             instead of storing them (:mod:`flowkit.memory`): the same gradients, far less
             training memory, ~1.3-1.5x the step time. Multi-scale models only (bplf, glow,
@@ -195,6 +204,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"
+    # Not yet "auto": bf16 conditioners in a float32 stream miss the 1e-4 inverse bound on
+    # AMX Xeons (issue 18, item 4); the default flips once that is fixed.
     precision: str = "fp32"
     memory_saving: bool = False
     temperature: float = 0.7
@@ -273,8 +284,10 @@ class TrainConfig:
             raise ConfigError(f"config: test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"config: device must be auto, cpu or cuda, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"config: precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"config: precision must be auto, fp32 or bf16, got {self.precision!r}"
+            )
         if not isinstance(self.memory_saving, bool):
             raise ConfigError(
                 f"config: memory_saving must be true or false, got {self.memory_saving!r}"

@@ -57,6 +57,7 @@ class Checkpointer:
             "model_name": config.model,
         }
         self.keep = config.keep_checkpoints
+        self.precision = config.precision  # resolved ("fp32" | "bf16"): a resume keeps it
         self.clock = clock
         self.guard = guard
         self.world_size = fdist.world_size()
@@ -74,6 +75,7 @@ class Checkpointer:
             "skipped_steps": self.guard.skipped,
             "wall_time_s": self.clock.elapsed(),
             "world_size": self.world_size,
+            "precision": self.precision,
         }
         self.last_good = ckpt.save_checkpoint(
             self.directory,

@@ -20,6 +20,7 @@ in DistributedDataParallel, and only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from flowkit.training.setup import (
     initialize,
     prepare_data,
     present_classes,
+    resolve_precision,
     restore,
     speed_settings,
     thread_count,
@@ -177,6 +179,10 @@ def _train(
         # The order of everything that draws random numbers below is part of the resume contract.
         seed_everything(config.seed)
         model = build_model(config).to(device)
+        # "auto" becomes what this run uses: the config files and checkpoints record it, so a
+        # resume trains with the precision the run started with.
+        precision, precision_reason = resolve_precision(model, config, device, resume_from)
+        config = dataclasses.replace(config, precision=precision)
         settings = speed_settings(model, config)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         start = restore(resume_from, model, optimizer)
@@ -195,6 +201,7 @@ def _train(
         history = folder.start(config, start.step if resume_from is not None else None)
         if folder.writes and resume_from is None:
             say(_announce(config, model, train_set, test_set, device, world, folder))
+            say(f"conditioner precision {precision_reason}")
         clock = Clock(start.wall_time_s)
         guard = NonFiniteGuard(config.max_bad_steps, start.skipped)
         checkpoint_dir = folder.checkpoint_dir if folder.writes else None
@@ -249,6 +256,7 @@ def _train(
             )
             last = checkpoints.last_good
             metrics.update(run_summary(model, step, guard.skipped, train_time, device, names, last))
+            metrics.update(precision=precision, precision_choice=precision_reason)
             if folder.writes:
                 metrics["wall_time_s"] = round(clock.elapsed(), 2)
                 folder.write_metrics(metrics, step)

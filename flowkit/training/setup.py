@@ -32,6 +32,7 @@ __all__ = [
     "initialize",
     "prepare_data",
     "present_classes",
+    "resolve_precision",
     "restore",
     "speed_settings",
     "thread_count",
@@ -162,10 +163,36 @@ def enable_memory_saving(model: nn.Module, name: str) -> None:
     performance.prepare(model, performance.Settings(memory_saving=True))
 
 
-def speed_settings(model: nn.Module, config: TrainConfig) -> performance.Settings:
-    """Apply ``config.precision`` / ``config.memory_saving`` through :mod:`flowkit.performance`
-    (the one route to the speed knobs) and return the settings for ``performance.mode``."""
-    settings = performance.Settings(precision=config.precision, memory_saving=config.memory_saving)
+def resolve_precision(
+    model: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    checkpoint: ckpt.Checkpoint | None = None,
+) -> tuple[str, str]:
+    """``(precision, reason)``: ``config.precision`` when it is forced ("fp32" | "bf16"); for
+    "auto" the precision the resumed run trained with (its checkpoint records it; older
+    checkpoints, from before "auto", were trained with the then default fp32), else
+    :func:`flowkit.performance.auto_precision` for this model and device."""
+    if config.precision != "auto":
+        return config.precision, f"{config.precision} (forced)"
+    if checkpoint is not None:
+        saved = checkpoint.state.get("precision", "fp32")
+        if saved in ("fp32", "bf16"):
+            return saved, f"auto: {saved}, as the run trained before the resume"
+    return performance.auto_precision(model, device)
+
+
+def speed_settings(
+    model: nn.Module, config: TrainConfig, precision: str | None = None
+) -> performance.Settings:
+    """Apply ``precision`` (default ``config.precision``, which must then be resolved: "fp32" or
+    "bf16", see :func:`resolve_precision`) and ``config.memory_saving`` through
+    :mod:`flowkit.performance` (the one route to the speed knobs) and return the settings for
+    ``performance.mode``."""
+    precision = config.precision if precision is None else precision
+    if precision == "auto":
+        raise ConfigError("speed_settings needs a resolved precision; see resolve_precision")
+    settings = performance.Settings(precision=precision, memory_saving=config.memory_saving)
     if settings.memory_saving:
         check_memory_saving(model, config.model)
     performance.prepare(model, settings)

@@ -48,7 +48,7 @@ FLAG_OPTIONS: dict[str, dict[str, Any]] = {
     "data": {"nargs": "+", "metavar": "PATH"},
     "channels": {"choices": (1, 3)},
     "device": {"choices": DEVICES},
-    "precision": {"choices": ("fp32", "bf16")},
+    "precision": {"choices": ("auto", "fp32", "bf16")},
     "lr_schedule": {"choices": ("constant", "cosine")},
     "out": {"metavar": "RUN_DIR", "help": "run folder"},  # the doc's None is for Python only
     "seed": {"type": options.seed},  # bounded here: a huge seed overflows deep inside the run
