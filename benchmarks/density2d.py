@@ -70,6 +70,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from benchmarks.run import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 LIBRARIES = ("flowkit", "nflows", "zuko")
@@ -620,14 +622,7 @@ def plot(
 
 
 def machine(threads: int) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions: dict[str, str] = {"torch": torch.__version__, "python": platform.python_version()}
     for lib in ("zuko", "sklearn"):
         try:

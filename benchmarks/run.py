@@ -77,9 +77,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -88,6 +87,13 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    return cpu
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = cpu_name()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
