@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.run import cpu_name
+from benchmarks.common import cpu_name, fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -519,14 +519,6 @@ def summarize(runs: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
                     )
                 )
     return summary
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
-    return str(value)
 
 
 def table(summary: list[dict[str, Any]]) -> str:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cpu_name
 from flowkit.allocator import LOW_MEMORY_ENV, MALLOC_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,19 +76,6 @@ def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> 
             fn()
             times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return cpu
 
 
 def machine() -> dict[str, Any]:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.run import cpu_name
+from benchmarks.common import cpu_name, fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -234,14 +234,6 @@ def sample_grid(model: nn.Module, cfg: Config, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- report
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
-    return str(value)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -43,7 +43,7 @@ from torch import Tensor
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import FlowTransform, Shape, sum_except_batch
-from flowkit.layers.coupling import SCALES, bounded_scale
+from flowkit.layers.coupling import SCALES, affine_map
 from flowkit.layers.made import MADE
 from flowkit.layers.splines import rational_quadratic_spline
 from flowkit.precision import run_conditioner
@@ -197,11 +197,7 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
 
     def _elementwise(self, v: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         h, t = params.unbind(dim=1)
-        scale, log_scale = bounded_scale(h, self.scale, self.clamp)
-        logabsdet = sum_except_batch(log_scale)
-        if inverse:
-            return (v - t) / scale, -logabsdet
-        return v * scale + t, logabsdet
+        return affine_map(v, h, t, self.scale, self.clamp, inverse)
 
     def extra_repr(self) -> str:
         clamp = f", clamp={self.clamp}" if self.scale == "softclamp" else ""

@@ -49,6 +49,19 @@ def bounded_scale(h: Tensor, kind: str, clamp: float) -> tuple[Tensor, Tensor]:
     return torch.exp(log_scale), log_scale
 
 
+def affine_map(
+    v: Tensor, h: Tensor, t: Tensor, kind: str, clamp: float, inverse: bool
+) -> tuple[Tensor, Tensor]:
+    """The elementwise affine map of couplings and autoregressive layers, with its log-det per
+    sample: forward ``v·σ(h) + t``, inverse ``(v − t) / σ(h)``, log-det ``±Σ log σ(h)``
+    (``σ`` from :func:`bounded_scale`)."""
+    scale, log_scale = bounded_scale(h, kind, clamp)
+    logabsdet = sum_except_batch(log_scale)
+    if inverse:
+        return (v - t) / scale, -logabsdet
+    return v * scale + t, logabsdet
+
+
 class Coupling(FlowTransform):
     """Shared base of the coupling layers (affine, additive, linear, split prior).
 
@@ -159,11 +172,7 @@ class Coupling(FlowTransform):
         h, t = self._scale_shift(y_a, context)
         if h is None:
             return (v - t if inverse else v + t), self.zero_logabsdet(v)
-        scale, log_scale = bounded_scale(h, self.scale, self.clamp)
-        logabsdet = sum_except_batch(log_scale)
-        if inverse:
-            return (v - t) / scale, -logabsdet
-        return v * scale + t, logabsdet
+        return affine_map(v, h, t, self.scale, self.clamp, inverse)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x_a, x_b = x.split(self.split_sizes, dim=1)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from flowkit import limits, zoo
+from flowkit import limits, schema, zoo
 from flowkit.data import DataSource
 from flowkit.errors import ConfigError
 from flowkit.files import atomic_write_text
@@ -40,10 +40,6 @@ NUM_CLASSES = 8
 PRECISIONS = ("auto", "fp32", "bf16")
 """The values of :attr:`TrainConfig.precision`."""
 
-
-_PLAIN_TYPES = PLAIN_TYPES
-"""Annotation -> (accepted Python types, how the error message names them): the one table of
-:mod:`flowkit.schema`, which also types the model arguments in ``model_kwargs``."""
 
 _BUILDABLE: set[str] = set()
 """Model configurations (name and arguments, as JSON) already built on the meta device by
@@ -95,24 +91,22 @@ def check_model_arguments(config: TrainConfig) -> None:
 
 def check_types(config: Any) -> None:
     """Each field of a dataclass config has the type its annotation names: ``bool``, ``int``,
-    ``float`` (an int is fine), ``str``, optionally ``| None``. ``True`` is not an int and
-    ``"no"`` is not a bool, and a float is finite: one typed rule instead of a check per
-    setting. Fields of other
-    annotated types (data sources, tables) are checked where they are used."""
+    ``float`` (an int is fine), ``str``, optionally ``| None``, by the one type table of
+    :mod:`flowkit.schema`. ``True`` is not an int, ``"no"`` is not a bool, and a float is
+    finite: one typed rule instead of a check per setting. Fields of other annotated types
+    (data sources, tables) are checked where they are used."""
     for item in fields(config):
         annotation = str(item.type).replace(" ", "")
         optional = annotation.endswith("|None")
-        rule = _PLAIN_TYPES.get(annotation.removesuffix("|None"))
+        plain = annotation.removesuffix("|None")
         value = getattr(config, item.name)
-        if rule is None or (optional and value is None):
+        if plain not in PLAIN_TYPES or (optional and value is None):
             continue
-        expected, kind = rule
-        wrong_bool = isinstance(value, bool) and bool not in expected
-        if wrong_bool or not isinstance(value, expected):
-            raise ConfigError(f"config: {item.name} must be {kind}, got {value!r}")
+        where = f"config: {item.name}"
+        schema.check_value(value, plain, where)
         # No setting means anything at infinity or NaN (TOML writes both as plain words).
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config: {item.name} must be a finite number, got {value!r}")
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
 
 
 @dataclass
