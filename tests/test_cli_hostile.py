@@ -12,6 +12,7 @@ names of untrained expressions, folders given as files, and a stop signal under 
 from __future__ import annotations
 
 import errno
+import faulthandler
 import hashlib
 import json
 import math
@@ -509,6 +510,9 @@ def _signalled_rank(rank: int, world: int, port: int, out: str) -> None:
         WORLD_SIZE=str(world),
     )
     torch.set_num_threads(1)
+    # Should this rank hang, its stacks say where (the test quotes them).
+    stacks = open(Path(out) / f"rank{rank}.stacks", "w")  # noqa: SIM115 (open until exit)
+    faulthandler.dump_traceback_later(150, file=stacks)
     from flowkit.training import TrainConfig, TrainingInterrupted, train
 
     real = loop.Stepper
@@ -551,10 +555,12 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path: Pa
     import torch.multiprocessing as mp
 
     context = mp.spawn(_signalled_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # generous: a loaded CI machine is slow to spawn
     try:
         while not context.join(timeout=1):
-            assert time.monotonic() < deadline, "the ranks did not finish: one waits for the other"
+            if time.monotonic() > deadline:
+                stacks = [(tmp_path / f"rank{r}.stacks").read_text() for r in (0, 1)]
+                pytest.fail("the ranks did not finish; their stacks:\n" + "\n".join(stacks))
     finally:
         for process in context.processes:
             if process.is_alive():
@@ -611,7 +617,7 @@ def test_a_refusal_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
     context = mp.spawn(
         _rank_in_a_locked_folder, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False
     )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # generous: a loaded CI machine is slow to spawn
     try:
         while not context.join(timeout=1):
             assert time.monotonic() < deadline, "rank 1 waits for rank 0, which has gone"
