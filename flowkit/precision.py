@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.errors import ConfigError
+from flowkit.guidance import guidance_weight, guided_call
 
 _REDUCED = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _state = threading.local()
@@ -74,7 +75,24 @@ def run_conditioner(net: nn.Module, x: Tensor, *args: Any) -> Tensor:
     In reduced mode a float32 input is run under autocast and the output is returned in float32,
     so the surrounding invertible arithmetic never sees reduced precision. Other dtypes (a
     float64 model) run as they are.
+
+    Inside :func:`flowkit.guidance.guidance` a conditioner given a context (the first of
+    ``args``) returns the guided mix of its predictions with that context and with the null
+    (zero) context.
     """
+    weight = guidance_weight()
+    if weight and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
+        context, rest = args[0], args[1:]
+
+        def unguided(v: Tensor, c: Tensor) -> Tensor:
+            return run_conditioner_unguided(net, v, c, *rest)
+
+        return guided_call(unguided, x, context, weight)
+    return run_conditioner_unguided(net, x, *args)
+
+
+def run_conditioner_unguided(net: nn.Module, x: Tensor, *args: Any) -> Tensor:
+    """:func:`run_conditioner` without guidance."""
     dtype = conditioner_dtype()
     weights = _parameter_dtype(net)
     if weights is not None and x.is_floating_point() and x.dtype != weights:

@@ -194,6 +194,58 @@ def n_bits(args: argparse.Namespace, meta: dict[str, Any]) -> int:
     return int(meta.get("n_bits", meta.get("config", {}).get("n_bits", 8)))
 
 
+def add_sampling_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:  # noqa: SLF001 - argparse's type
+    """``--temperature``, ``--guidance W`` and ``--denoise``: how faces are drawn (default:
+    as the run drew its own pictures, see :func:`sampling_options`)."""
+    parser.add_argument(
+        "--temperature", type=finite, help="prior temperature (default: the run's, else 0.7)"
+    )
+    parser.add_argument(
+        "--guidance",
+        type=finite,
+        metavar="W",
+        help="classifier-free guidance weight (0: plain conditional sampling; best for a run "
+        "trained with --label-dropout; default: the run's, else 0)",
+    )
+    parser.add_argument(
+        "--denoise",
+        action=argparse.BooleanOptionalAction,
+        help="one score step x + noise_std^2 * grad log p(x | y) after sampling, removing the "
+        "noise a run trained with --noise-std learned (default: the run's setting)",
+    )
+
+
+def sampling_options(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, float]:
+    """The keyword arguments of ``model.sample``: the sampling flags, else the run's own
+    settings (its config's ``temperature``, ``guidance``, ``denoise``), else plain sampling at
+    temperature 0.7. ``--denoise`` removes the run's ``noise_std``."""
+    config = meta.get("config", {}) if isinstance(meta.get("config"), dict) else {}
+
+    def chosen(flag: Any, key: str, default: Any) -> Any:
+        if flag is not None:
+            return flag
+        value = config.get(key, default)
+        return value if isinstance(value, type(default)) else default
+
+    temperature = float(chosen(args.temperature, "temperature", 0.7))
+    guidance = float(chosen(args.guidance, "guidance", 0.0))
+    denoise = bool(chosen(args.denoise, "denoise", False))
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0, got {temperature}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    sigma = 0.0
+    if denoise:
+        recorded = config.get("noise_std")
+        if isinstance(recorded, bool) or not isinstance(recorded, int | float) or recorded <= 0:
+            raise ConfigError(
+                "--denoise removes the training noise, but this model was trained without "
+                "noise_std (or its run records none)"
+            )
+        sigma = float(recorded)
+    return {"temperature": temperature, "guidance": guidance, "denoise": sigma}
+
+
 def expression(name: str) -> int:
     """Label index of an expression name (an unknown name lists the known ones)."""
     return label_index(name)

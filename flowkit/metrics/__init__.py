@@ -52,3 +52,29 @@ __all__ = [
     "ssim_per_image",
     "train_expression_classifier",
 ]
+
+from flowkit.metrics.gaussian_sampler import GaussianSampler  # noqa: E402
+from flowkit.metrics.sample_quality import (  # noqa: E402
+    Embedding,
+    FeatureClassifier,
+    compare_with_floor,
+    embed,
+    knn_radii,
+    precision_recall,
+    quality_table,
+    sample_quality,
+    save_quality_report,
+)
+
+__all__ += [
+    "Embedding",
+    "FeatureClassifier",
+    "GaussianSampler",
+    "compare_with_floor",
+    "embed",
+    "knn_radii",
+    "precision_recall",
+    "quality_table",
+    "sample_quality",
+    "save_quality_report",
+]

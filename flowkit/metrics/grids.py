@@ -102,13 +102,18 @@ def sample_grid(
     temperature: float,
     n_bits: int,
     seed: int = 0,
+    guidance: float = 0.0,
+    denoise: float = 0.0,
 ) -> Image.Image:
     """A PIL grid, one row per expression in ``classes``, ``per_class`` samples each (fixed
-    noise seed, so grids of successive steps are comparable)."""
+    noise seed, so grids of successive steps are comparable); ``guidance`` and ``denoise`` as
+    in :meth:`flowkit.models.base.FlowModel.sample`."""
     with eval_mode(model):
         device, _ = device_and_dtype(model)
         y = torch.tensor(classes, device=device).repeat_interleave(per_class)
         g = torch.Generator(device=device).manual_seed(seed)
-        x = model.sample(len(y), y, temperature=temperature, generator=g)
+        x = model.sample(
+            len(y), y, temperature=temperature, generator=g, guidance=guidance, denoise=denoise
+        )
     images = postprocess(x.float().cpu(), n_bits, full_range=True)
     return image_grid(images, nrow=len(classes), row_labels=[EMOTIONS[k] for k in classes])

@@ -25,12 +25,14 @@ from flowkit import limits, zoo
 from flowkit.data.labels import as_labels
 from flowkit.data.preprocess import bits_per_dim as _bits_per_dim
 from flowkit.errors import ConfigError
+from flowkit.guidance import check_weight, guidance
 from flowkit.layers.base import FlowTransform, Shape
 from flowkit.layers.data_init import initialize as _initialize
 from flowkit.layers.sequence import FlowSequence
 from flowkit.models.priors import (
     ClassConditionalGaussian,
     StandardNormal,
+    is_class_weights,
     standard_normal_log_prob,
 )
 from flowkit.serialization import save as _save
@@ -199,10 +201,18 @@ class FlowModel(FlowTransform):
         return self._inverse(inputs, self._context(context, inputs.shape[0], inputs.dtype))
 
     def _labels(self, y: Any, n: int, device) -> Tensor | None:
+        """Labels ``(n,)`` as int64, or class weights ``(n, K)`` (float, kept as they are: a
+        zero row is the null class of :mod:`flowkit.guidance`)."""
         if y is None:
             return None
         if not self.num_classes:
             raise ConfigError(f"{type(self).__name__} was built without num_classes; got labels")
+        if is_class_weights(y):
+            if tuple(y.shape) != (n, self.num_classes):
+                raise ConfigError(
+                    f"class weights must have shape ({n}, {self.num_classes}), got {tuple(y.shape)}"
+                )
+            return y.to(device)
         return as_labels(y, n, num_classes=self.num_classes, device=device)
 
     # ----- densities -------------------------------------------------------------------------
@@ -273,20 +283,21 @@ class FlowModel(FlowTransform):
         self,
         n: int,
         y: Any = None,
-        temperature: float | None = None,
+        temperature: float | Sequence[float] | None = None,
         generator: torch.Generator | None = None,
     ) -> list[Tensor]:
-        """Latents drawn from the prior at ``temperature`` (every level's std scaled by it)."""
+        """Latents drawn from the prior at ``temperature``: one number scales every level's std,
+        a sequence gives one per level (level 0 first, the top latent last), as Glow's and
+        TarFlow's per-level temperatures do for multi-scale models."""
         n = self._sample_count(n)
-        temperature = self.default_temperature if temperature is None else float(temperature)
-        if not (math.isfinite(temperature) and temperature >= 0):
-            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
+        temperatures = self._level_temperatures(temperature)
         device, dtype = self._anchor.device, self._anchor.dtype
         labels = self._labels(y, n, device)
         latents = [
-            temperature * torch.randn(n, *s, device=device, dtype=dtype, generator=generator)
-            for s in self.latent_shapes[:-1]
+            t * torch.randn(n, *s, device=device, dtype=dtype, generator=generator)
+            for t, s in zip(temperatures[:-1], self.latent_shapes[:-1], strict=True)
         ]
+        temperature = temperatures[-1]
         top = self.prior.sample(
             n, labels, temperature, device=device, dtype=dtype, generator=generator
         )
@@ -297,12 +308,21 @@ class FlowModel(FlowTransform):
         self,
         n: int,
         y: Any = None,
-        temperature: float | None = 0.7,
+        temperature: float | Sequence[float] | None = 0.7,
         generator: torch.Generator | None = None,
+        *,
+        guidance: float = 0.0,
+        denoise: float = 0.0,
     ) -> Tensor:
         """``n`` samples, shape ``(n, *in_shape)``; ``y`` an int or ``(n,)`` labels selects the
         class (class-conditional models; ``None`` draws classes uniformly). No log-density is
         computed and no graph is kept.
+
+        ``guidance`` ``w > 0`` samples a class-conditional model with classifier-free guidance
+        (:mod:`flowkit.guidance`; best after training with label dropout). ``denoise`` ``σ > 0``
+        moves each sample by one score step, ``x + σ² ∇_x log p(x | y)`` (Tweedie's formula for
+        a model trained on data with Gaussian noise of std ``σ``, TarFlow §2.3): give the
+        training's ``noise_std``.
 
         At most :data:`flowkit.limits.MAX_SAMPLES` per call (a larger ``n`` raises
         :class:`~flowkit.errors.ConfigError`); they are decoded
@@ -311,23 +331,72 @@ class FlowModel(FlowTransform):
         size. ``n = 0`` gives an empty ``(0, *in_shape)`` tensor.
         """
         n = self._sample_count(n)
+        guidance = check_weight(guidance, "guidance")
+        denoise = check_weight(denoise, "denoise")
+        if guidance and not self.num_classes:
+            raise ConfigError(
+                f"guidance needs a class-conditional model; {type(self).__name__} has no classes"
+            )
         labels = self._labels(y, n, self._anchor.device)
         if labels is None and self.num_classes:
             labels = torch.randint(
                 self.num_classes, (n,), device=self._anchor.device, generator=generator
             )
-        latents = self.sample_latents(n, labels, temperature, generator)
+        prior_classes = labels
+        if guidance and labels is not None:
+            # The prior's guided mix: (1 + w) * class - w * null, and the null prior is zero.
+            one_hot = labels if is_class_weights(labels) else F.one_hot(labels, self.num_classes)
+            prior_classes = (1.0 + guidance) * one_hot.to(self._anchor.dtype)
+        latents = self.sample_latents(n, prior_classes, temperature, generator)
         chunk = max(1, int(limits.SAMPLE_CHUNK))  # read at call time: tests shrink it
-        if n <= chunk:
-            return self.decode(latents, labels)
         parts = [
-            self.decode(
+            self._decode_sample(
                 [z[start : start + chunk] for z in latents],
                 None if labels is None else labels[start : start + chunk],
+                guidance,
+                denoise,
             )
-            for start in range(0, n, chunk)
+            for start in range(0, max(n, 1), chunk)
         ]
         return torch.cat(parts)
+
+    def _decode_sample(
+        self, latents: list[Tensor], labels: Tensor | None, guidance_weight: float, sigma: float
+    ) -> Tensor:
+        """One chunk of :meth:`sample`: the (guided) decode, then the optional score step."""
+        with guidance(guidance_weight):
+            x = self.decode(latents, labels)
+        if sigma and x.shape[0]:
+            x = x + sigma**2 * self.score(x, labels)
+        return x
+
+    def score(self, x: Tensor, y: Any = None) -> Tensor:
+        """``∇_x log p(x | y)`` (or of the marginal without ``y``), shape of ``x``."""
+        with torch.enable_grad():
+            v = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_prob(v, y).sum(), v)
+        return grad.detach()
+
+    def _level_temperatures(self, temperature: Any) -> list[float]:
+        """One temperature per latent level from a number, a sequence of them, or ``None``."""
+        levels = len(self.latent_shapes)
+        if temperature is None:
+            values = [self.default_temperature] * levels
+        elif isinstance(temperature, Sequence) and not isinstance(temperature, str):
+            values = list(temperature)
+            if len(values) != levels:
+                raise ConfigError(
+                    f"{len(values)} temperatures given for {levels} latent levels; give one "
+                    "number or one per level"
+                )
+        else:
+            values = [temperature] * levels
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"temperature must be a number >= 0, got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"temperature must be a finite number >= 0, got {value}")
+        return [float(v) for v in values]
 
     def _sample_count(self, n: Any) -> int:
         """``n`` as the number of samples to draw: an int in ``0..MAX_SAMPLES``, checked before

@@ -20,6 +20,12 @@ from flowkit.errors import ConfigError
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def is_class_weights(y: Any) -> bool:
+    """Whether ``y`` is class weights ``(B, K)`` (a float tensor: one-hot rows, a blend of
+    classes, or the all-zero null class of :mod:`flowkit.guidance`) rather than labels."""
+    return isinstance(y, Tensor) and y.is_floating_point() and y.dim() == 2
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``sum_i log N(z_i; 0, 1)`` per sample, shape ``(B,)``."""
     flat = z.flatten(1)
@@ -77,8 +83,9 @@ class ClassConditionalGaussian(nn.Module):
 
     def _moments(self, classes: Any, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Per-sample ``(mean, log_scale)`` ``(n, D)`` of labels ``(n,)`` (or one label), or
-        of class weights ``(n, K)`` (the weighted mixture of the classes' parameters)."""
-        if isinstance(classes, Tensor) and classes.is_floating_point() and classes.dim() == 2:
+        of class weights ``(n, K)`` (the weighted mixture of the classes' parameters; a zero
+        row, the null class, gives ``N(0, I)``)."""
+        if is_class_weights(classes):
             weights = classes.to(dtype)
             return weights @ self.mean.to(dtype), weights @ self.log_scale.to(dtype)
         labels = as_labels(classes, n, num_classes=self.num_classes, device=self.mean.device)
@@ -93,6 +100,8 @@ class ClassConditionalGaussian(nn.Module):
 
     def log_prob(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         flat = z.flatten(1)
+        if is_class_weights(y):
+            return self._class_log_prob(flat, y)
         if y is not None:
             labels = as_labels(y, z.shape[0], num_classes=self.num_classes, device=z.device)
             return self._class_log_prob(flat, labels)
@@ -137,10 +146,10 @@ class ClassConditionalGaussian(nn.Module):
     ) -> Tensor:
         device = device if device is not None else self.mean.device
         if y is None:
-            labels = torch.randint(self.num_classes, (n,), device=device, generator=generator)
-        else:
-            labels = as_labels(y, n, num_classes=self.num_classes, device=device)
+            y = torch.randint(self.num_classes, (n,), device=device, generator=generator)
+        elif not is_class_weights(y):
+            y = as_labels(y, n, num_classes=self.num_classes, device=device)
         eps = torch.randn(n, self.mean.shape[1], device=device, dtype=dtype, generator=generator)
-        mean = self.mean[labels].to(dtype)
-        scale = torch.exp(self.log_scale[labels]).to(dtype)
+        mean, log_scale = self._moments(y, n, dtype)
+        scale = torch.exp(log_scale)
         return (mean + temperature * scale * eps).reshape(n, *self.shape)

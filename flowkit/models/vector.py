@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from flowkit import zoo
@@ -79,9 +80,17 @@ class VectorFlow(FlowModel):
         step = DEFAULT_VECTOR_STEP if arguments.get("step") is None else arguments["step"]
         return {**arguments, "step": normalize_recipe(step, "VectorFlow step")}
 
-    def sample(self, n: int, y=None, temperature: float | None = 1.0, generator=None) -> Tensor:
-        """``n`` samples ``(n, D)`` at ``temperature`` (1.0: the model's own density)."""
-        return super().sample(n, y, temperature, generator)
+    def sample(
+        self,
+        n: int,
+        y: Any = None,
+        temperature: float | None = 1.0,
+        generator: torch.Generator | None = None,
+        **options: float,
+    ) -> Tensor:
+        """``n`` samples ``(n, D)`` at ``temperature`` (1.0: the model's own density);
+        ``options`` (``guidance``, ``denoise``) as in :meth:`FlowModel.sample`."""
+        return super().sample(n, y, temperature, generator, **options)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.blocks(x, context)

@@ -52,15 +52,23 @@ class Batches:
 
 
 def training_input(
-    images: Tensor | np.ndarray, n_bits: int, hflip: bool, device: torch.device
+    images: Tensor | np.ndarray,
+    n_bits: int,
+    hflip: bool,
+    device: torch.device,
+    noise_std: float = 0.0,
 ) -> Tensor:
     """uint8 images -> dequantised model input on ``device``, each image mirrored left-right
-    with probability 1/2 when ``hflip`` (both draws from the global torch RNG)."""
+    with probability 1/2 when ``hflip``, plus Gaussian noise of std ``noise_std`` (the noise
+    augmentation of :attr:`TrainConfig.noise_std`; every draw from the global torch RNG)."""
     images = torch.as_tensor(images)
     if hflip:
         flip = torch.rand(images.shape[0]) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    return preprocess(images, n_bits, dequantize=True, device=device)
+    x = preprocess(images, n_bits, dequantize=True, device=device)
+    if noise_std:
+        x = x + noise_std * torch.randn_like(x)
+    return x
 
 
 def init_batch(
@@ -70,6 +78,7 @@ def init_batch(
     n_bits: int,
     hflip: bool,
     device: torch.device,
+    noise_std: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """This rank's shard of the seeded first batch that data-dependent initialisation (ActNorm,
     PCA) sees. It is larger than a training batch (at least 256 images) for steadier
@@ -79,6 +88,6 @@ def init_batch(
     g = torch.Generator().manual_seed(seed + 17)
     perm = torch.randperm(len(train_set), generator=g)[: n_init * world]
     idx = perm[rank::world] if len(perm) >= world else perm
-    x0 = training_input(train_set.images[idx.numpy()], n_bits, hflip, device)
+    x0 = training_input(train_set.images[idx.numpy()], n_bits, hflip, device, noise_std)
     y0 = torch.from_numpy(np.asarray(train_set.labels[idx.numpy()], dtype=np.int64))
     return x0, y0.to(device)

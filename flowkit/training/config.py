@@ -159,7 +159,19 @@ class TrainConfig:
             instead of storing them (:mod:`flowkit.memory`): the same gradients, far less
             training memory, ~1.3-1.5x the step time. Multi-scale models only (bplf, glow,
             realnvp). The CLI then starts with :data:`flowkit.allocator.LOW_MEMORY_ENV`.
+        noise_std: std of Gaussian noise added to each dequantised training image (in the
+            preprocessed units, images span 1; TarFlow's noise augmentation, arXiv 2412.06329).
+            The model then learns the density of noisy faces: its samples are noisy until
+            denoised (``denoise``), and the run reports the test bits/dim of noisy faces as
+            such beside the plain dequantised test bits/dim. 0 disables.
+        label_dropout: share of training labels replaced by the null class (no expression),
+            so one model learns p(x | y) and p(x) and can sample with classifier-free
+            ``guidance`` (:mod:`flowkit.guidance`). 0 disables.
         temperature: prior temperature of the sample grids.
+        guidance: classifier-free guidance weight of the sample grids and sample-quality report
+            (0: plain conditional sampling; best with ``label_dropout`` > 0).
+        denoise: after sampling, one score step ``x + noise_std² ∇ log p(x | y)`` removes the
+            training noise from the samples (needs ``noise_std`` > 0).
         samples_per_class: columns of the sample grid.
         out: run directory (None: write no files, e.g. ablations from Python).
         resume: continue from the newest valid checkpoint in ``out``.
@@ -202,7 +214,11 @@ class TrainConfig:
     # AMX Xeons (issue 18, item 4); the default flips once that is fixed.
     precision: str = "fp32"
     memory_saving: bool = False
+    noise_std: float = 0.0
+    label_dropout: float = 0.0
     temperature: float = 0.7
+    guidance: float = 0.0
+    denoise: bool = False
     samples_per_class: int = 8
     out: str | None = None
     resume: bool = False
@@ -268,6 +284,17 @@ class TrainConfig:
             )
         positive("lr")
         positive("temperature", allow_zero=True)
+        positive("guidance", allow_zero=True)
+        if not 0.0 <= self.noise_std <= 0.5:
+            raise ConfigError(
+                f"config: noise_std must be in [0, 0.5] (images span 1), got {self.noise_std!r}"
+            )
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ConfigError(
+                f"config: label_dropout must be in [0, 1), got {self.label_dropout!r}"
+            )
+        if self.denoise and not self.noise_std:
+            raise ConfigError("config: denoise needs noise_std > 0 (the noise it removes)")
         positive("samples_per_class")
         positive("keep_checkpoints")
         if self.channels not in (1, 3):
@@ -299,6 +326,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def sampling(self) -> dict[str, float]:
+        """The keyword arguments of ``model.sample`` this run's pictures and reports use."""
+        return {
+            "temperature": self.temperature,
+            "guidance": self.guidance,
+            "denoise": self.noise_std if self.denoise else 0.0,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -142,9 +142,9 @@ class PeriodicHooks:
             self.model,
             self.classes,
             config.samples_per_class,
-            config.temperature,
-            config.n_bits,
-            config.seed,
+            n_bits=config.n_bits,
+            seed=config.seed,
+            **config.sampling(),
         )
         save_image(grid, self.run_dir / f"samples_step{step}.png")
 

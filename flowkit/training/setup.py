@@ -205,7 +205,13 @@ def initialize(
     """Data-dependent initialisation (ActNorm, PCA) of a new run on this rank's shard of a
     seeded first batch (see :func:`flowkit.training.batches.init_batch`)."""
     x0, y0 = init_batch(
-        train_set, config.batch_size, config.seed, config.n_bits, config.hflip, device
+        train_set,
+        config.batch_size,
+        config.seed,
+        config.n_bits,
+        config.hflip,
+        device,
+        config.noise_std,
     )
     model.initialize(x0, y0)
 

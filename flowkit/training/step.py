@@ -4,7 +4,9 @@ and what happens when a loss or gradient is not finite.
 One step::
 
     x = preprocess(uint8 batch, n_bits)            # uniform dequantisation, x in [-0.5, 0.5)
-    loss = mean bits/dim of log p(x | y)           # class-conditional prior, y = emotion label
+        + noise_std * N(0, I)                      # optional noise augmentation
+    y = emotion label, or the null class           # with probability label_dropout
+    loss = mean bits/dim of log p(x | y)           # class-conditional prior
          + pair_weight * pair consistency          # optional, see flowkit.training.pairs
     loss.backward(); clip_grad_norm_; adam.step()  # skipped (and counted) when not finite
 """
@@ -22,8 +24,10 @@ from flowkit import distributed as fdist
 from flowkit import performance
 from flowkit.data.preprocess import bits_per_dim
 from flowkit.errors import FlowkitError
+from flowkit.guidance import drop_labels
+from flowkit.models.priors import is_class_weights
 from flowkit.training.batches import Batches, training_input
-from flowkit.training.config import TrainConfig
+from flowkit.training.config import NUM_CLASSES, TrainConfig
 from flowkit.training.pairs import PairBatches
 
 __all__ = [
@@ -71,6 +75,8 @@ class Objective(nn.Module):
     ) -> Tensor:
         if pair_x is None or pair_y is None:
             return self.model.bits_per_dim(x, y, n_bits=self.n_bits).mean()
+        if is_class_weights(y):  # label dropout: the pairs keep their labels, as weights
+            pair_y = torch.nn.functional.one_hot(pair_y, y.shape[1]).to(y.dtype)
         # One pass over batch and pairs: the pairs are training faces too.
         inputs, labels = torch.cat([x, pair_x]), torch.cat([y, pair_y])
         z, logabsdet = self.model(inputs, labels)
@@ -121,9 +127,12 @@ class Stepper:
         lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        config = self.config
         images, labels = self.batches.get(step)
-        x = training_input(images, self.config.n_bits, self.config.hflip, self.device)
-        y = labels.to(self.device)
+        x = training_input(images, config.n_bits, config.hflip, self.device, config.noise_std)
+        y: Tensor = labels.to(self.device)
+        if config.label_dropout:
+            y = drop_labels(y, NUM_CLASSES, config.label_dropout)
         pair_x = pair_y = None
         if self.pairs is not None:
             pair_x, pair_y = self._pairs(step)
@@ -148,7 +157,8 @@ class Stepper:
         images, labels = self.pairs.get(step)
         half = len(images) // 2
         side_by_side = torch.cat([images[:half], images[half:]], dim=1)  # (P, 2C, H, W)
-        x = training_input(side_by_side, self.config.n_bits, self.config.hflip, self.device)
+        config = self.config
+        x = training_input(side_by_side, config.n_bits, config.hflip, self.device, config.noise_std)
         channels = images.shape[1]
         return torch.cat([x[:, :channels], x[:, channels:]]), labels.to(self.device)
 

@@ -38,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_run_options(parser)
     parser.add_argument("--seed", type=options.seed, help="split seed (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    quality = parser.add_argument_group("sample quality")
+    quality.add_argument(
+        "--samples",
+        action="store_true",
+        help="score the model's samples against the test faces and a full-covariance Gaussian "
+        "fitted to the training faces (Fréchet distance, recognised expression, precision/"
+        "recall); writes sample_quality.json/.md and samples_floor.png into --out",
+    )
+    options.add_sampling_args(quality)
     bench = parser.add_argument_group("expression-transfer benchmark")
     bench.add_argument(
         "--transfer",
@@ -47,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--out",
         metavar="DIR",
-        help="folder for report.json, report.md and grid.png (default: the run folder's "
-        "transfer/, or transfer/ next to the model file)",
+        help="folder of the reports (default: the run folder's transfer/ for --transfer, the "
+        "run folder itself for --samples)",
     )
     bench.add_argument(
         "--max-transfers",
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     n_bits = options.n_bits(args, meta)
     if args.transfer:
         return _transfer_benchmark(args, model, meta, model_path, n_bits)
+    if args.samples:
+        return _sample_quality(args, model, meta, model_path, n_bits)
     dataset = options.data_for(meta, args.data, model, args.split, seed=args.seed)
     if dataset is None:
         raise ConfigError("this model has no record of its data; pass --data PATH")
@@ -136,6 +147,60 @@ def _transfer_benchmark(
     else:
         print(report.markdown())
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+def _sample_quality(
+    args: argparse.Namespace, model: Any, meta: dict[str, Any], model_path: Path, n_bits: int
+) -> int:
+    """The sample-quality report (:mod:`flowkit.metrics.sample_report`); print and save it."""
+    from flowkit.metrics import load_or_train_classifier
+    from flowkit.metrics.sample_quality import quality_table
+    from flowkit.metrics.sample_report import CLASSIFIER_FILE, sample_report
+
+    sampling = options.sampling_options(args, meta)
+    k = options.require_classes(model, "the sample-quality report")
+    train_set = options.data_for(meta, args.data, model, "train", seed=args.seed)
+    test_set = options.data_for(meta, args.data, model, "test", seed=args.seed)
+    if train_set is None or test_set is None:
+        raise ConfigError("this model has no record of its data; pass --data PATH")
+    trained = meta.get("classes")
+    classes = [options.expression(c) for c in trained] if trained else list(range(k))
+    seed = int(meta.get("config", {}).get("seed", 0)) if args.seed is None else args.seed
+    run_dir = options.run_folder_of(model_path)
+    print(
+        "expression classifier (trained on the training faces once, then reused)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    classifier = load_or_train_classifier(
+        run_dir / CLASSIFIER_FILE,
+        train_set,
+        epochs=12,
+        batch_size=32,
+        seed=seed,
+        device=next(model.parameters()).device,
+    )
+    out = Path(args.out) if args.out else run_dir
+    report = sample_report(
+        model,
+        train_set,
+        test_set,
+        classes,
+        classifier,
+        n_bits=n_bits,
+        sampling=sampling,
+        seed=seed + 1,
+        out_dir=out,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(quality_table(report))
+    print(
+        f"wrote sample_quality.json, sample_quality.md and samples_floor.png to {out}",
+        file=sys.stderr,
+    )
     return 0
 
 

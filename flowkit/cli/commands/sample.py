@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
@@ -37,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=16,
         help=f"faces to draw (per row with 'all'; at most {limits.MAX_SAMPLES} in all)",
     )
-    parser.add_argument("--temperature", type=options.finite, default=0.7, help="prior temperature")
+    options.add_sampling_args(parser)
     parser.add_argument("--seed", type=options.seed, default=0, help="noise seed")
     options.add_run_options(parser)
     parser.add_argument(
@@ -72,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     """Draw the faces and write the grid."""
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}")
-    if not math.isfinite(args.temperature) or args.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
     device = resolve_device(args.device)
     # Validate the expression before the (slower) model load.
     wanted = None if args.expression == "all" else options.expression(args.expression)
@@ -83,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         recorded = _trained_names(find_run_meta(resolve_model_path(args.model)))
         check_request(args.n, len(recorded) if recorded else 1)
     model, meta, _ = options.load_model(args.model, device)
+    sampling = options.sampling_options(args, meta)
     n_bits = options.n_bits(args, meta)
     k = options.require_classes(model, "sampling an expression")
     if wanted is None:
@@ -103,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     y = torch.tensor(classes, device=device).repeat_interleave(args.n)
     g = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
-        x = model.sample(len(y), y, temperature=args.temperature, generator=g)
+        x = model.sample(len(y), y, generator=g, **sampling)
     images = postprocess(x.float().cpu(), n_bits, full_range=True)
     if len(classes) == 1:
         ncol = min(args.n, 8)
@@ -112,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         grid = image_grid(images, nrow=len(classes), row_labels=[EMOTIONS[c] for c in classes])
     out = save_image(grid, args.out)
     what = "all trained expressions" if wanted is None else EMOTIONS[wanted]
-    print(f"wrote {len(y)} samples ({what}, temperature {args.temperature}) to {out}")
+    how = ", ".join(f"{k} {v:g}" for k, v in sampling.items() if k == "temperature" or v)
+    print(f"wrote {len(y)} samples ({what}, {how}) to {out}")
     return 0
 
 
