@@ -296,7 +296,7 @@ def test_images_and_bad_options_are_config_errors_naming_the_block(name: str) ->
         zoo.build("layer", name, in_shape=(2, 4, 4))
     with pytest.raises(ConfigError, match=block):
         zoo.build("layer", name, in_shape=(2, 4, 4, 4))
-    bad = {"scale": "exp"} if "affine" in name else {"bins": 0}
+    bad = {"scale": "cubic"} if "affine" in name else {"bins": 0}
     with pytest.raises(ConfigError, match=block):
         zoo.build("layer", name, in_shape=(3,), **bad)
     if "spline" in name:

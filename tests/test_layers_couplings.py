@@ -197,7 +197,7 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="2 channels"):
         AffineCoupling(in_shape=(1, 4, 4))
     with pytest.raises(ConfigError, match="scale"):
-        AffineCoupling(in_shape=(2, 4, 4), scale="exp")
+        AffineCoupling(in_shape=(2, 4, 4), scale="cubic")
     with pytest.raises(ConfigError):
         AffineCoupling(in_shape=(4,), conditioner="glow")
     with pytest.raises(ConfigError):

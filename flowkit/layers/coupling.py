@@ -33,7 +33,7 @@ from flowkit.layers.base import FlowTransform, Shape, sum_except_batch
 from flowkit.layers.recipe import RecipeItem, normalize_item
 from flowkit.precision import run_conditioner
 
-SCALES = ("sigmoid", "softclamp")
+SCALES = ("sigmoid", "softclamp", "exp", "2sigmoid")
 
 #: A conditioner: a zoo name, a ``(name, options)`` pair, or a ready module.
 ConditionerSpec = RecipeItem | nn.Module
@@ -41,10 +41,26 @@ SIGMOID_FLOOR = 0.1
 
 
 def bounded_scale(h: Tensor, kind: str, clamp: float) -> tuple[Tensor, Tensor]:
-    """``(σ(h), log σ(h))`` for a scale kind of :data:`SCALES` (see the module docstring)."""
+    """``(σ(h), log σ(h))`` for a scale kind of :data:`SCALES`, each equal to 1 at ``h = 0``:
+
+    * ``"sigmoid"``: ``σ = f + (2 − 2f)·sigmoid(h)``, ``f = 0.1`` (see the module docstring);
+    * ``"softclamp"``: ``log σ = c·tanh(h / c)`` (``c = clamp``);
+    * ``"exp"``: ``log σ = h / (1 + (h/c)⁴)^¼``: TarFlow's ``exp(h)`` with a soft clamp, within
+      2 % of ``exp(h)`` in log space for ``|h| < c/2`` and saturating smoothly at ``±c``;
+    * ``"2sigmoid"``: ``σ = 2·sigmoid(h) ∈ (0, 2)`` (Jet's scale; no floor, so the inverse's
+      division is unbounded for very negative ``h``).
+    """
     if kind == "sigmoid":
         scale = SIGMOID_FLOOR + (2.0 - 2.0 * SIGMOID_FLOOR) * torch.sigmoid(h)
         return scale, torch.log(scale)
+    if kind == "exp":
+        # Beyond 1e4·c the value is ±c to round-off; the clamp keeps (h/c)^4 finite.
+        h = h.clamp(-1e4 * clamp, 1e4 * clamp)
+        log_scale = h / (1.0 + (h / clamp) ** 4) ** 0.25
+        return torch.exp(log_scale), log_scale
+    if kind == "2sigmoid":
+        log_scale = torch.nn.functional.logsigmoid(h) + 0.6931471805599453  # log 2
+        return torch.exp(log_scale), log_scale
     log_scale = clamp * torch.tanh(h / clamp)
     return torch.exp(log_scale), log_scale
 
