@@ -149,7 +149,6 @@ def test_noise_augmentation_adds_noise_of_the_given_std() -> None:
         ({"noise_std": 0.9}, "noise_std must be in [0, 0.5]"),
         ({"label_dropout": 1.0}, "label_dropout must be in [0, 1)"),
         ({"guidance": -1.0}, "guidance must be a number >= 0"),
-        ({"denoise": True}, "denoise needs noise_std > 0"),
     ],
 )
 def test_bad_settings_are_one_line(changes: dict, words: str) -> None:
@@ -195,7 +194,7 @@ def test_a_noisy_run_reports_both_likelihoods_and_samples_with_guidance_from_the
     assert png.stat().st_size > 0 and "guidance 2" in capsys.readouterr().out
     # A run trained without noise has nothing to denoise: one line, exit status 2.
     plain = tmp_path / "plain"
-    train(config.replace(noise_std=0.0, denoise=False, out=str(plain)), progress=False)
+    train(config.replace(noise_std=0.0, out=str(plain)), progress=False)
     assert main(["sample", "--model", str(plain), "--denoise", "--out", str(png)]) == 2
     assert "trained without noise_std" in capsys.readouterr().err
 
@@ -209,3 +208,30 @@ def test_a_temperature_per_level_scales_each_level_alone() -> None:
     assert torch.equal(per_level[1], one[1])  # the same noise for the top level
     with pytest.raises(ConfigError, match="3 temperatures given for 2 latent levels"):
         model.sample(2, y=0, temperature=[0.5, 0.5, 0.5])
+
+
+def test_resuming_a_run_saved_before_the_sampling_settings_keeps_how_it_trained(
+    tmp_path: Path,
+) -> None:
+    """A run whose config.json predates noise_std, label_dropout, guidance and denoise resumes
+    with the values it trained with (none of them), not with today's defaults."""
+    import json
+
+    from flowkit.cli.commands.train import train_config
+    from flowkit.cli.parser import build_parser
+
+    run = tmp_path / "old"
+    run.mkdir()
+    saved = TrainConfig(out=str(run)).to_dict()
+    for key in ("noise_std", "label_dropout", "guidance", "denoise"):
+        saved.pop(key)
+    (run / "config.json").write_text(json.dumps(saved))
+    args = build_parser().parse_args(["train", "--resume", "--out", str(run)])
+    config = train_config(args)
+    assert (config.noise_std, config.label_dropout, config.guidance, config.denoise) == (
+        0.0,
+        0.0,
+        0.0,
+        False,
+    )
+    assert TrainConfig().noise_std > 0  # while a new run gets the recipe

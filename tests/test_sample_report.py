@@ -111,7 +111,8 @@ def test_eval_samples_writes_the_report_and_reuses_the_run_classifier(
     args = ["eval", "--model", str(out), "--samples", "--json", "--out", str(report_dir)]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["sampling"] == {"temperature": 0.5, "guidance": 0.0, "denoise": 0.0}
+    # The run's own settings: its temperature, and the default guidance and denoising.
+    assert first["sampling"] == {"temperature": 0.5, "guidance": 2.0, "denoise": 0.05}
     assert first["model"]["n_generated"] == 8 * 128  # every synthetic expression
     judge = out / CLASSIFIER_FILE
     stamp = judge.stat().st_mtime_ns

@@ -20,7 +20,7 @@ from flowkit.cli.options import DEVICES, add_debug, one_line
 from flowkit.cli.registry import Command
 from flowkit.errors import ConfigError
 from flowkit.training import TrainConfig, list_checkpoints, train
-from flowkit.training.config import read_config_mapping
+from flowkit.training.config import SETTINGS_ADDED_LATER, read_config_mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -215,7 +215,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             out = str(_newest_run(RUNS))
         saved = _saved_config(Path(out))
         if saved is not None:
-            values.update(saved[1])
+            # A run saved before a setting existed continues with what it trained with then.
+            values.update({**SETTINGS_ADDED_LATER, **saved[1]})
     flags = given_fields(args, args.config_fields)
     if isinstance(flags.get("data"), list) and len(flags["data"]) == 1:
         flags["data"] = flags["data"][0]
