@@ -63,19 +63,9 @@ def final_metrics(
     """Final evaluation and, with a ``run_dir``, the run's pictures and files (rank 0)."""
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
-    metrics["test_bpd"] = evaluate_bits_per_dim(
-        model,
-        test_set,
-        config.n_bits,
-        config.batch_size,
-        seed=config.seed,
-        device=device,
-        conditional=True,
-    )
-    metrics["test_bpd_conditioning"] = "log p(x | expression label)"
-    if config.noise_std:
-        # The density the model was trained for: faces plus noise (reported as such).
-        metrics["test_bpd_noisy"] = evaluate_bits_per_dim(
+
+    def test_bpd(noise_std: float) -> float:
+        return evaluate_bits_per_dim(
             model,
             test_set,
             config.n_bits,
@@ -83,8 +73,14 @@ def final_metrics(
             seed=config.seed,
             device=device,
             conditional=True,
-            noise_std=config.noise_std,
+            noise_std=noise_std,
         )
+
+    metrics["test_bpd"] = test_bpd(0.0)
+    metrics["test_bpd_conditioning"] = "log p(x | expression label)"
+    if config.noise_std:
+        # The density the model was trained for: faces plus noise (reported as such).
+        metrics["test_bpd_noisy"] = test_bpd(config.noise_std)
         metrics["test_bpd_noisy_means"] = (
             f"test faces plus Gaussian noise of std {config.noise_std} (the training density); "
             "test_bpd is of the dequantised faces alone"
