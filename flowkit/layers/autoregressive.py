@@ -43,7 +43,7 @@ from torch import Tensor
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import FlowTransform, Shape, sum_except_batch
-from flowkit.layers.coupling import SCALES, affine_map
+from flowkit.layers.coupling import affine_map, check_scale
 from flowkit.layers.made import MADE
 from flowkit.layers.splines import rational_quadratic_spline
 from flowkit.precision import run_conditioner
@@ -179,10 +179,7 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
         inverse_autoregressive: bool = False,
     ):
         name = type(self).__name__
-        if scale not in SCALES:
-            raise ConfigError(f"{name}: scale must be one of {SCALES}, got {scale!r}")
-        if not clamp > 0:
-            raise ConfigError(f"{name}: clamp must be > 0, got {clamp}")
+        check_scale(name, scale, clamp)
         super().__init__(
             in_shape,
             params_per_feature=2,  # h then t

@@ -65,6 +65,15 @@ def bounded_scale(h: Tensor, kind: str, clamp: float) -> tuple[Tensor, Tensor]:
     return torch.exp(log_scale), log_scale
 
 
+def check_scale(owner: str, scale: str, clamp: float, kinds: tuple[str, ...] = SCALES) -> None:
+    """One :class:`~flowkit.errors.ConfigError` line naming ``owner`` for a scale kind outside
+    ``kinds`` or a clamp that is not > 0 (every block with an affine map checks these)."""
+    if scale not in kinds:
+        raise ConfigError(f"{owner}: scale must be one of {kinds}, got {scale!r}")
+    if not clamp > 0:
+        raise ConfigError(f"{owner}: clamp must be > 0, got {clamp}")
+
+
 def affine_map(
     v: Tensor, h: Tensor, t: Tensor, kind: str, clamp: float, inverse: bool
 ) -> tuple[Tensor, Tensor]:
@@ -122,11 +131,8 @@ class Coupling(FlowTransform):
         if channels < 2:
             raise ConfigError(f"{name}: needs at least 2 channels (features) to split, got 1")
         scale = self.default_scale if scale is None else scale
-        if scale not in self.scales:
-            raise ConfigError(f"{name}: scale must be one of {self.scales}, got {scale!r}")
         clamp = self.default_clamp if clamp is None else clamp
-        if not clamp > 0:
-            raise ConfigError(f"{name}: clamp must be > 0, got {clamp}")
+        check_scale(name, scale, clamp, self.scales)
         self.split_sizes = (channels - channels // 2, channels // 2)
         self.scale = None if scale == "additive" else scale
         self.clamp = float(clamp)

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from flowkit import precision, zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.coupling import SCALES, affine_map
+from flowkit.layers.coupling import affine_map, check_scale
 from flowkit.layers.patchify import TokenTransform
 from flowkit.layers.transformer import KVCache, Transformer
 from flowkit.precision import run_conditioner
@@ -130,10 +130,7 @@ class TarFlowBlock(TokenTransform):
     ):
         super().__init__(in_shape)
         name = type(self).__name__
-        if scale not in SCALES:
-            raise ConfigError(f"{name}: scale must be one of {SCALES}, got {scale!r}")
-        if not clamp > 0:
-            raise ConfigError(f"{name}: clamp must be > 0, got {clamp}")
+        check_scale(name, scale, clamp)
         if inverse_method not in INVERSE_METHODS:
             raise ConfigError(
                 f"{name}: inverse_method must be one of {INVERSE_METHODS}, got {inverse_method!r}"

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
-from flowkit.layers.coupling import SCALES, affine_map
+from flowkit.layers.coupling import affine_map, check_scale
 from flowkit.layers.patchify import TokenTransform
 from flowkit.layers.vit_conditioner import ViTConditioner
 from flowkit.precision import run_conditioner
@@ -129,10 +129,7 @@ class TokenCoupling(TokenTransform):
         name = type(self).__name__
         if split not in SPLITS:
             raise ConfigError(f"{name}: split must be one of {SPLITS}, got {split!r}")
-        if scale not in SCALES:
-            raise ConfigError(f"{name}: scale must be one of {SCALES}, got {scale!r}")
-        if not clamp > 0:
-            raise ConfigError(f"{name}: clamp must be > 0, got {clamp}")
+        check_scale(name, scale, clamp)
         axis_size = self.features if split in CHANNEL_SPLITS else self.tokens
         if axis_size < 2:
             what = "features per token" if split in CHANNEL_SPLITS else "tokens"

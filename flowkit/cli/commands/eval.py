@@ -15,7 +15,7 @@ import torch
 from flowkit.cli import options
 from flowkit.cli.registry import Command
 from flowkit.data import EMOTIONS, preprocess
-from flowkit.devices import resolve_device
+from flowkit.devices import device_and_dtype, resolve_device
 from flowkit.errors import ConfigError
 from flowkit.metrics import evaluate_bits_per_dim, reconstruction_error
 from flowkit.metrics.flow_classifier import most_likely_classes
@@ -179,7 +179,7 @@ def _sample_quality(
         epochs=12,
         batch_size=32,
         seed=seed,
-        device=next(model.parameters()).device,
+        device=device_and_dtype(model)[0],
     )
     out = Path(args.out) if args.out else run_dir
     report = sample_report(
