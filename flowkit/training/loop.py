@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import math
 from collections.abc import Callable
 from typing import Any
@@ -264,6 +265,12 @@ def _train(
     finally:
         bar.close()
         folder.close()
+        # Under torchrun the DDP wrapper (and its gloo/NCCL state) must go while the process
+        # group still exists: a stop's traceback keeps this frame alive past
+        # destroy_process_group, and a reducer freed only then (by a later garbage collection)
+        # once left a SIGTERM-stopped rank blocked at exit.
+        del take_step, objective
+        gc.collect()
 
 
 def _history_record(
