@@ -1,4 +1,4 @@
-"""GPU benchmark: flowkit's Glow and BPLF against the nflows Glow on one CUDA GPU.
+"""GPU benchmark: flowkit's Glow, BPLF and TarFlow against the nflows Glow on one CUDA GPU.
 
 Run through ``benchmarks/gpu.sh`` (which exits cleanly where no GPU is visible). For each model
 it times, on the same GPU and batch, a training step (forward, backward, Adam), sampling and the
@@ -7,7 +7,7 @@ peak GPU memory of a training step, for:
 * ``nflows``       the same multi-scale Glow built from nflows blocks (benchmarks/nflows_glow.py)
 * ``fp32``         flowkit, fp32 everywhere, channels-last conditioner weights
 * ``bf16``         flowkit, bf16 autocast conditioners (float32 invertible stream): what
-                   ``flowkit train`` picks by default on a GPU with bf16
+                   ``flowkit train`` picks by default (``precision="auto"``) on a GPU with bf16
 * ``bf16+compile`` the same with every conditioner compiled by ``torch.compile``
 
 Timings are medians of ``--rounds`` CUDA-synchronised calls after ``--warmup`` calls. The table
@@ -61,7 +61,9 @@ def measure(model_name: str, variant: str, args: argparse.Namespace) -> dict[str
         model = build_flowkit(model_name, shape, args.levels, args.steps, args.hidden).to(device)
         model.initialize(x)
         precision = "fp32" if variant == "fp32" else "bf16"
-        settings = performance.Settings(precision, channels_last=True)
+        # The trainer's settings (a float32 stream: its steps never invert); sampling under
+        # them is timed the same way, not checked for exactness.
+        settings = performance.Settings(precision, channels_last=True, stream=None)
         performance.prepare(model, settings)
         if variant.endswith("+compile"):
             performance.compile_conditioners(model, dynamic=False)
@@ -126,7 +128,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="glow,bplf")
+    parser.add_argument("--models", default="glow,bplf,tarflow")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--channels", type=int, default=1)
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     print(
-        f"Glow/BPLF L={args.levels} K={args.steps} hidden {args.hidden}, "
+        f"Glow/BPLF L={args.levels} K={args.steps} hidden {args.hidden} (TarFlow: 4 blocks x 2 "
+        f"layers, 4x4 patches, width {args.hidden}), "
         f"{args.channels}x{args.size}x{args.size}, batch {args.batch}\n",
         flush=True,
     )

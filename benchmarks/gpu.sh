@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark (benchmarks/gpu.py): Glow and BPLF against the nflows Glow on one NVIDIA GPU,
+# The GPU benchmark (benchmarks/gpu.py): Glow, BPLF and TarFlow against the nflows Glow on one NVIDIA GPU,
 # training and sampling images/s and peak memory, torch.compile on and off; under 8 minutes.
 #
 #   benchmarks/gpu.sh [--out results.json] [benchmarks/gpu.py options]

@@ -107,13 +107,17 @@ def data_batch(batch: int, shape: tuple[int, int, int], seed: int = 0):
 def build_flowkit(model: str, shape: tuple[int, int, int], levels: int, steps: int, hidden: int):
     import torch
 
-    from flowkit.models import BPLF, Glow
+    from flowkit.models import BPLF, Glow, TarFlow
 
     torch.manual_seed(0)
     if model == "glow":
         return Glow(in_shape=shape, levels=levels, steps=steps, hidden=hidden)
     if model == "bplf":
         return BPLF(in_shape=shape, levels=levels, steps=steps, hidden=hidden)
+    if model == "tarflow":
+        # TarFlow's own layout (4 blocks of 2 causal layers over 4x4 patches), at this width:
+        # levels x steps of a multi-scale flow do not map onto it.
+        return TarFlow(in_shape=shape, patch_size=4, levels=4, steps=2, hidden=hidden)
     raise ValueError(model)
 
 

@@ -72,14 +72,38 @@ def test_conditioner_size_tells_convolutions_from_mlps() -> None:
 
 
 def test_auto_is_accepted_and_forced_values_are_kept() -> None:
-    # The default stays fp32 until bf16 keeps the inverse within 1e-4 on AMX Xeons (#18 item 4).
-    assert TrainConfig().precision == "fp32" and TrainConfig(precision="auto").precision == "auto"
+    # "auto" is the default: bf16 only in training steps (which never invert), see below.
+    assert TrainConfig().precision == "auto" and TrainConfig(precision="fp32").precision == "fp32"
     with pytest.raises(ConfigError, match="auto, fp32 or bf16"):
         TrainConfig(precision="fp16")
     model = zoo.build("model", "glow", in_shape=(1, 16, 16), num_classes=8, levels=2, steps=1)
     cpu = torch.device("cpu")
     for forced in ("fp32", "bf16"):
         assert resolve_precision(model, TrainConfig(precision=forced), cpu)[0] == forced
+        saving = TrainConfig(precision=forced, memory_saving=True)
+        assert resolve_precision(model, saving, cpu)[0] == forced
+
+
+def test_auto_keeps_fp32_for_memory_saving_whatever_the_hardware(monkeypatch) -> None:
+    """Memory-saving backprop inverts every block each step; bf16 conditioners around the
+    trainer's float32 stream would recompute activations off by up to ~1e-3."""
+    monkeypatch.setattr(performance, "auto_precision", lambda model, device: ("bf16", "faked"))
+    model = zoo.build("model", "glow", in_shape=(1, 16, 16), levels=2, steps=1)
+    cpu = torch.device("cpu")
+    assert resolve_precision(model, TrainConfig(), cpu)[0] == "bf16"
+    precision, reason = resolve_precision(model, TrainConfig(memory_saving=True), cpu)
+    assert precision == "fp32" and "memory-saving" in reason
+
+
+def test_the_trainer_steps_in_a_float32_stream_and_samples_from_float32_weights() -> None:
+    """bf16 in the trainer changes the conditioners' arithmetic inside the steps only: the
+    weights (and so checkpoints, sampling, editing) stay float32."""
+    from flowkit.training.setup import speed_settings
+
+    model = zoo.build("model", "glow", in_shape=(1, 16, 16), levels=2, steps=1)
+    settings = speed_settings(model, TrainConfig(), "bf16")
+    assert settings.precision == "bf16" and settings.resolved_stream is None
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def _tiny(out: Path, **changes) -> TrainConfig:

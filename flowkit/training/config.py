@@ -162,8 +162,11 @@ class TrainConfig:
             conditioners are convolutions large enough to gain
             (:func:`flowkit.performance.choose_precision`), else fp32; the run resolves it
             when it starts and writes the resolved value into its config.toml/config.json and
-            checkpoints, so a resumed run keeps the precision it started with. The default
-            stays "fp32" until bf16 keeps the inverse within 1e-4 on every CPU kind.
+            checkpoints, so a resumed run keeps the precision it started with (a run saved
+            before "auto" existed trained in fp32 and resumes so). bf16 is used in the
+            training steps only, which never invert; sampling, evaluation and editing run
+            the float32 model, exactly invertible. "auto" keeps fp32 with memory_saving
+            (whose recomputation inverts every step).
         memory_saving: recompute activations from the exact inverse in the backward pass
             instead of storing them (:mod:`flowkit.memory`): the same gradients, far less
             training memory, ~1.3-1.5x the step time. Multi-scale models only (bplf, glow,
@@ -219,9 +222,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     device: str = "auto"
-    # Not yet "auto": bf16 conditioners in a float32 stream miss the 1e-4 inverse bound on
-    # AMX Xeons (issue 18, item 4); the default flips once that is fixed.
-    precision: str = "fp32"
+    precision: str = "auto"
     memory_saving: bool = False
     # The demo's sampling recipe (docs/results/sample_quality.md): on the synthetic faces it
     # halved the samples' Fréchet distance and doubled how often their expression is recognised.

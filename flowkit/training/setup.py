@@ -179,6 +179,11 @@ def resolve_precision(
         saved = checkpoint.state.get("precision", "fp32")
         if saved in ("fp32", "bf16"):
             return saved, f"auto: {saved}, as the run trained before the resume"
+    if config.memory_saving:
+        # Memory-saving backprop inverts every block in every step; bf16 conditioners around
+        # the trainer's float32 stream would recompute activations off by up to ~1e-3
+        # (flowkit.performance.Settings says why).
+        return "fp32", "auto: fp32, memory-saving backprop inverts under the conditioners"
     return performance.auto_precision(model, device)
 
 
@@ -192,7 +197,12 @@ def speed_settings(
     precision = config.precision if precision is None else precision
     if precision == "auto":
         raise ConfigError("speed_settings needs a resolved precision; see resolve_precision")
-    settings = performance.Settings(precision=precision, memory_saving=config.memory_saving)
+    # The float32 stream even under bf16: a training step never inverts (memory-saving runs
+    # excepted, which "auto" keeps in fp32), and the weights, checkpoints and optimizer state
+    # stay float32.
+    settings = performance.Settings(
+        precision=precision, memory_saving=config.memory_saving, stream=None
+    )
     if settings.memory_saving:
         check_memory_saving(model, config.model)
     performance.prepare(model, settings)
