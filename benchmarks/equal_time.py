@@ -122,6 +122,8 @@ class Config:
     hidden: int = 0  # 0: the suite's
     batch: int = 32
     lr: float = 1e-3
+    models: str = ""  # a comma-separated subset of the suite (with its reference); "" = all
+    model_lr: str = ""  # per-model learning rates, "name=lr,name=lr" (others: lr)
     warmup: int = 50
     grad_clip: float = 50.0
     n_bits: int = 5
@@ -155,10 +157,29 @@ QUICK = dict(
 def model_arguments(cfg: Config) -> dict[str, dict[str, Any]]:
     """Each model's zoo arguments for this run (the suite's, the quick ones merged over them)."""
     suite = SUITES[cfg.suite]
+    chosen = [m.strip() for m in cfg.models.split(",") if m.strip()] or list(suite.models)
+    unknown = sorted(set(chosen) - set(suite.models))
+    if unknown or suite.reference not in chosen:
+        raise SystemExit(
+            f"--models: choose among {', '.join(suite.models)} and keep the reference "
+            f"{suite.reference} (got {cfg.models!r})"
+        )
     return {
         name: {**args, **(suite.quick_models.get(name, {}) if cfg.quick else {})}
         for name, args in suite.models.items()
+        if name in chosen
     }
+
+
+def learning_rates(cfg: Config, names: list[str]) -> dict[str, float]:
+    """Each model's learning rate: ``cfg.lr`` unless ``cfg.model_lr`` names another."""
+    rates = dict.fromkeys(names, cfg.lr)
+    for item in filter(None, (i.strip() for i in cfg.model_lr.split(","))):
+        name, _, value = item.partition("=")
+        if name not in rates:
+            raise SystemExit(f"--model-lr: {name!r} is not one of {', '.join(names)}")
+        rates[name] = float(value)
+    return rates
 
 
 def build(name: str, args: dict[str, Any], cfg: Config, hidden: int) -> nn.Module:
@@ -204,11 +225,14 @@ class Trainee:
     """One model under training: optimizer, warm-up, its own seeded batches and noise, the wall
     time its steps took and its test bits/dim curve."""
 
-    def __init__(self, name: str, model: nn.Module, train_set: Any, cfg: Config):
+    def __init__(
+        self, name: str, model: nn.Module, train_set: Any, cfg: Any, lr: float | None = None
+    ):
         from flowkit.training.batches import Batches
 
         self.name, self.model, self.cfg = name, model, cfg
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.lr = cfg.lr if lr is None else lr
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         self.batches = Batches(train_set.images, train_set.labels, cfg.batch, cfg.seed)
         # The dequantisation noise from a generator of our own, seeded alike: every model sees
         # the same noisy images at the same step.
@@ -231,7 +255,7 @@ class Trainee:
         images, _ = self.batches.get(self.step)
         x = preprocess(images, self.cfg.n_bits, dequantize=True, generator=self.noise)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
+            group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
         self.model.train()
         bpd = self.model.bits_per_dim(x, n_bits=self.cfg.n_bits).mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,6 +301,24 @@ def mean_and_se(values: Tensor) -> tuple[float, float]:
     n = values.numel()
     se = float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
     return float(values.mean()), se
+
+
+def faces(cfg: Any) -> tuple[Any, Tensor]:
+    """The training set and the test images (uint8) of ``cfg.data`` (an npz, or "synthetic")
+    at ``cfg.image_size``, grey, the trainer's 90/10 split by ``cfg.seed``."""
+    from flowkit.data import train_test_sets
+
+    if cfg.data != "synthetic" and not Path(cfg.data).exists():
+        raise SystemExit(f"data {cfg.data} does not exist (see ../shared/data/README.md)")
+    train_set, test_set = train_test_sets(
+        cfg.data,
+        image_size=cfg.image_size,
+        channels=1,
+        test_fraction=0.1,
+        seed=cfg.seed,
+        synthetic_size=cfg.synthetic_size,
+    )
+    return train_set, torch.as_tensor(np.asarray(test_set.images))
 
 
 def seeded_subset(images: Tensor, n: int, seed: int) -> Tensor:
@@ -327,16 +369,17 @@ def plot_curves(trainees: dict[str, Trainee], path: Path, title: str) -> None:
 
 def table(rows: list[dict[str, Any]], baseline: str) -> str:
     lines = [
-        "| model | hidden | params | train s | steps | s/step | train bpd (last 10%) | "
+        "| model | hidden | params | lr | train s | steps | s/step | train bpd (last 10%) | "
         f"test bpd | ± SE | − {baseline} |",
-        "|" + "---|" * 10,
+        "|" + "---|" * 11,
     ]
     for r in rows:
         diff = r.get(f"bpd_minus_{baseline}")
         se = r.get(f"bpd_minus_{baseline}_se")
         shown = "-" if diff is None else f"{diff:+.4f} ± {fmt(se, 4)}"
         lines.append(
-            f"| {r['model']} | {r['hidden']} | {r['parameters']:,} | {fmt(r['train_s'], 1)} | "
+            f"| {r['model']} | {r['hidden']} | {r['parameters']:,} | {r['lr']:g} | "
+            f"{fmt(r['train_s'], 1)} | "
             f"{r['steps_trained']} | {fmt(r['s_per_step'])} | {fmt(r['train_bpd_end'])} | "
             f"{fmt(r['test_bpd'], 4)} | {fmt(r['test_bpd_se'], 4)} | {shown} |"
         )
@@ -348,9 +391,9 @@ MARKDOWN_HEADER = """# {title}
 Generated by `{command}` (`benchmarks/equal_time.py`; raw JSON beside this file).
 
 Data: `{source}`, {image_size}x{image_size} grey, {n_bits}-bit; {train:,} training and
-{test:,} test images. Every model: batch {batch}, Adam lr {lr} ({warmup} warm-up steps),
-gradient clipping {grad_clip}, {minutes:g} minutes of training each in interleaved chunks of
-{chunk_seconds:g} s, {threads} torch thread(s), {cpu}. Model arguments: {arguments}; the
+{test:,} test images. Every model: batch {batch}, Adam (lr in the table) with {warmup} warm-up
+steps, gradient clipping {grad_clip}, {minutes:g} minutes of training each in interleaved chunks
+of {chunk_seconds:g} s, {threads} torch thread(s), {cpu}. Model arguments: {arguments}; the
 reference {reference}'s width is {hidden}, every other width is the one whose parameter count
 is closest to it. Test bits/dim: mean over the test images with the same dequantisation noise
 for every model; "− {baseline}" is the paired difference (negative: better than {baseline}).
@@ -385,6 +428,8 @@ def parse(argv: list[str] | None, suite: str | None = None) -> tuple[Config, arg
         ("hidden", int),
         ("batch", int),
         ("lr", float),
+        ("models", str),
+        ("model_lr", str),
         ("warmup", int),
         ("n_bits", int),
         ("seed", int),
@@ -413,7 +458,6 @@ def main(
     """Run the benchmark (``suite`` fixed by a wrapper script, which also names the command
     shown in the report and the output ``stem``; otherwise ``--suite``)."""
     from flowkit import zoo
-    from flowkit.data import train_test_sets
     from flowkit.training.batches import init_batch
 
     cfg, args = parse(argv, suite)
@@ -423,23 +467,13 @@ def main(
     missing = [m for m in chosen.models if m not in zoo.names("model")]
     if missing:
         raise SystemExit(f"flowkit has no zoo model {missing} (yet); nothing to compare")
-    if cfg.data != "synthetic" and not Path(cfg.data).exists():
-        raise SystemExit(f"data {cfg.data} does not exist (see ../shared/data/README.md)")
-    train_set, test_set = train_test_sets(
-        cfg.data,
-        image_size=cfg.image_size,
-        channels=1,
-        test_fraction=0.1,
-        seed=cfg.seed,
-        synthetic_size=cfg.synthetic_size,
-    )
-    test_images = seeded_subset(
-        torch.as_tensor(np.asarray(test_set.images)), cfg.test_images, cfg.seed
-    )
+    train_set, test_images = faces(cfg)
+    test_images = seeded_subset(test_images, cfg.test_images, cfg.seed)
     curve_images = seeded_subset(test_images, cfg.curve_images, cfg.seed + 3)
     print(f"data: {len(train_set)} train, {len(test_images)} test images", flush=True)
 
     arguments = model_arguments(cfg)
+    rates = learning_rates(cfg, list(arguments))
     hidden = {chosen.reference: cfg.hidden}
     torch.manual_seed(cfg.seed)
     target = count(build(chosen.reference, arguments[chosen.reference], cfg, cfg.hidden))
@@ -450,7 +484,7 @@ def main(
     for name in arguments:
         torch.manual_seed(cfg.seed)
         model = build(name, arguments[name], cfg, hidden[name])
-        trainees[name] = Trainee(name, model, train_set, cfg)
+        trainees[name] = Trainee(name, model, train_set, cfg, rates[name])
         print(f"{name}: hidden {hidden[name]}, {count(model):,} parameters", flush=True)
 
     # One data-dependent initialisation batch for every model (the trainer's, seeded).
@@ -489,6 +523,7 @@ def main(
             dict(
                 model=name,
                 hidden=hidden[name],
+                lr=t.lr,
                 parameters=count(t.model),
                 train_s=t.seconds,
                 steps_trained=t.step,
@@ -502,7 +537,7 @@ def main(
             )
         )
     for row in rows:
-        if row["model"] != chosen.baseline:
+        if row["model"] != chosen.baseline and chosen.baseline in bpd:
             diff, diff_se = mean_and_se(bpd[row["model"]] - bpd[chosen.baseline])
             row[f"bpd_minus_{chosen.baseline}"] = diff
             row[f"bpd_minus_{chosen.baseline}_se"] = diff_se

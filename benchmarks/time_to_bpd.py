@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -211,23 +210,12 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
 
 def main(argv: list[str] | None = None) -> int:
     from flowkit import performance
-    from flowkit.data import train_test_sets
     from flowkit.training.batches import init_batch
 
     cfg, args = parse(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.data != "synthetic" and not Path(cfg.data).exists():
-        raise SystemExit(f"data {cfg.data} does not exist (see ../shared/data/README.md)")
-    train_set, test_set = train_test_sets(
-        cfg.data,
-        image_size=cfg.image_size,
-        channels=1,
-        test_fraction=0.1,
-        seed=cfg.seed,
-        synthetic_size=cfg.synthetic_size,
-    )
-    images = torch.as_tensor(np.asarray(test_set.images))
+    train_set, images = equal_time.faces(cfg)
     curve_images = equal_time.seeded_subset(images, cfg.curve_images, cfg.seed + 3)
     eval_cfg = equal_time.Config(n_bits=cfg.n_bits, seed=cfg.seed, eval_batch=cfg.eval_batch)
 

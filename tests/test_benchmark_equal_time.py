@@ -70,3 +70,14 @@ def test_transformer_suite_quick_run_compares_four_models_at_equal_time(tmp_path
             assert math.isfinite(row["bpd_minus_bplf"]), name
     assert (tmp_path / "eq-curves.png").read_bytes()[:8] == PNG
     assert "![curves](eq-curves.png)" in out.with_suffix(".md").read_text()
+
+
+def test_a_subset_of_models_keeps_the_reference_and_each_may_have_its_own_rate():
+    cfg = equal_time.Config(suite="transformers", models="tarflow, bplf", model_lr="tarflow=3e-4")
+    names = list(equal_time.model_arguments(cfg))
+    assert names == ["tarflow", "bplf"]
+    assert equal_time.learning_rates(cfg, names) == {"tarflow": 3e-4, "bplf": cfg.lr}
+    with pytest.raises(SystemExit, match="keep the reference tarflow"):
+        equal_time.model_arguments(equal_time.Config(suite="transformers", models="bplf,glow"))
+    with pytest.raises(SystemExit, match="--model-lr: 'jet' is not one of tarflow, bplf"):
+        equal_time.learning_rates(equal_time.Config(model_lr="jet=1e-4"), names)
