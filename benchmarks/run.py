@@ -47,7 +47,10 @@ from flowkit.allocator import LOW_MEMORY_ENV, MALLOC_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-FLOWKIT_PRESETS = ("strict", "fast", "fast-memory")
+FLOWKIT_PRESETS = ("strict", "fast", "fast-memory", "train-default")
+#: Not a preset: what ``flowkit train`` applies with its default settings on this machine
+#: (``precision="auto"`` resolved for the model, float32 stream, see flowkit.training.setup).
+TRAIN_DEFAULT = "train-default"
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -130,6 +133,18 @@ def build_nflows(shape: tuple[int, int, int], levels: int, steps: int, hidden: i
     return nflows_glow(shape, levels, steps, hidden)
 
 
+def train_default_settings(model: Any) -> Any:
+    """The speed settings ``flowkit train`` with its defaults applies to ``model`` here."""
+    import torch
+
+    from flowkit.training import TrainConfig
+    from flowkit.training.setup import resolve_precision, speed_settings
+
+    config = TrainConfig()
+    precision, _ = resolve_precision(model, config, torch.device("cpu"))
+    return speed_settings(model, config, precision)
+
+
 class Runner:
     """Uniform train / log_prob / sample calls for an nflows flow or a flowkit preset."""
 
@@ -152,11 +167,15 @@ class Runner:
                 spec["model"], shape, spec["levels"], spec["steps"], spec["hidden"]
             )
             self.model.initialize(x)
-            self.preset = performance.settings(variant)
-            if spec.get("tune_malloc") is False:
+            if variant == TRAIN_DEFAULT:
+                self.preset = train_default_settings(self.model)
+            else:
+                self.preset = performance.settings(variant)
+            if spec.get("tune_malloc") is False and variant != TRAIN_DEFAULT:
                 # Memory rows "default": keep glibc's defaults even for presets that tune them.
                 self.preset = dataclasses.replace(self.preset, tune_malloc=False)
-            performance.prepare(self.model, self.preset)
+            if variant != TRAIN_DEFAULT:  # speed_settings has prepared it
+                performance.prepare(self.model, self.preset)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5)
 
     def _mode(self):
@@ -430,6 +449,7 @@ def child_timing(spec: dict[str, Any]) -> dict[str, Any]:
         if v != "nflows":
             with torch.no_grad():
                 res["precision"] = precision_check(runners[v], spec)
+                res["precision_choice"] = runners[v].preset.precision
     for v in work:
         results[v]["conditioners_forward_s"] = sample[f"{v} conditioners"]
         results[v]["conditioners_train_s"] = train[f"{v} conditioners"]
@@ -644,6 +664,14 @@ def targets(results: dict[str, Any]) -> list[str]:
                 f"{verdict(sample >= 3 if sample else None)}), inverse error {fmt(inv)} "
                 f"({verdict(inv <= 1e-4 if inv is not None else None)}), log-det rel. error "
                 f"{fmt(ld)} ({verdict(ld <= 1e-3 if ld is not None else None)})" + ceiling
+            )
+        default = variants.get(TRAIN_DEFAULT, {})
+        if "train_step_s" in default:
+            train = ratio(base["train_step_s"], default["train_step_s"])
+            lines.append(
+                f"- {key}, `flowkit train` defaults ({default.get('precision_choice', '?')}) vs "
+                f"nflows: training {fmt(train)}x (target >= 2.3: "
+                f"{verdict(train >= 2.3 if train else None)})"
             )
         strict = variants.get("strict", {})
         if "train_step_s" in strict:

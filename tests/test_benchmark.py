@@ -94,6 +94,11 @@ def test_quick_benchmark_writes_a_report(tmp_path):
         # The forward replay is part of the forward+backward replay.
         assert res["conditioners_forward_s"] < res["conditioners_train_s"]
     assert "ceiling from the bf16 conditioners alone" in proc.stdout
+    # The trainer's defaults are timed too: a tiny 8x8 Glow is below the size where "auto"
+    # chooses bf16, so the trainer keeps fp32 for it.
+    default = variants["train-default"]
+    assert math.isfinite(default["train_step_s"]) and default["precision_choice"] == "fp32"
+    assert "`flowkit train` defaults (fp32) vs nflows: training" in proc.stdout
     # The Markdown report shows its chart, written beside it.
     assert "![Speed-ups over nflows](report.png)" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
