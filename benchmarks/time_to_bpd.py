@@ -137,16 +137,26 @@ def _softclamp_scale_and_shift(self: Any, params: Tensor) -> tuple[Tensor, Tenso
 
 
 class Contestant(equal_time.Trainee):
-    """A :class:`~benchmarks.equal_time.Trainee` whose steps run under a precision setting."""
+    """A :class:`~benchmarks.equal_time.Trainee` whose steps run under ``precision``; flowkit
+    models get the speed settings ``flowkit train`` applies for it
+    (:func:`flowkit.training.setup.speed_settings`: layout and precision of the steps)."""
 
     def __init__(self, name: str, model: nn.Module, train_set: Any, cfg: Any, precision: str):
+        from flowkit import performance
+        from flowkit.training import TrainConfig
+        from flowkit.training.setup import speed_settings
+
         super().__init__(name, model, train_set, cfg)
         self.precision = precision
+        if isinstance(model, NflowsModel):
+            self.settings = performance.Settings(precision, stream=None)
+        else:
+            self.settings = speed_settings(model, TrainConfig(), precision)
 
     def train_step(self) -> None:
         from flowkit import performance
 
-        with performance.mode(performance.Settings(self.precision, stream=None)):
+        with performance.mode(self.settings):
             super().train_step()
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowkit
 from flowkit.errors import ConfigError
 from flowkit.training import (
     TrainConfig,
@@ -233,9 +234,18 @@ def test_existing_run_folder_needs_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
-    # Constant lr: a cosine schedule depends on the total step count, which differs here.
-    common = dict(lr_schedule="constant", eval_every=0, sample_every=0, checkpoint_every=0)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, precision: str) -> None:
+    # Constant lr: a cosine schedule depends on the total step count, which differs here. bf16:
+    # what "auto" chooses for models of real size on bf16 hardware (channels-last conditioner
+    # weights, bf16 autocast in the steps).
+    common = dict(
+        lr_schedule="constant",
+        eval_every=0,
+        sample_every=0,
+        checkpoint_every=0,
+        precision=precision,
+    )
     straight = train(tiny_config(tmp_path / "a", steps=8, **common), progress=False, log=print)
     first = tiny_config(tmp_path / "b", steps=4, **common)
     train(first, progress=False, log=print)
@@ -249,6 +259,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(x, y), name
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["precision"] == precision
+    # The saved model is the float32 model, whatever the steps ran in: it loads and inverts.
+    loaded = flowkit.load(tmp_path / "b" / "model.safetensors").eval()
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    x = torch.rand(4, 1, 16, 16) - 0.5
+    with torch.no_grad():
+        z, _ = loaded(x, torch.arange(4))
+        assert (loaded.inverse(z, torch.arange(4))[0] - x).abs().max() < 1e-4
 
 
 @pytest.mark.slow
@@ -380,6 +398,8 @@ def _free_port() -> int:
 # whose recomputation must see the same parameters on every rank).
 DDP_MODELS = {
     "bplf": {},
+    # What "auto" chooses on bf16 hardware for models of real size: channels-last bf16 steps.
+    "bplf_bf16": dict(precision="bf16"),
     "tarflow": dict(
         model="tarflow",
         model_kwargs=dict(levels=2, steps=1, hidden=8, heads=2, patch_size=4),
