@@ -534,6 +534,7 @@ def _signalled_rank(rank: int, world: int, port: int, out: str) -> None:
         eval_every=0,
         sample_every=0,
         checkpoint_every=0,
+        log_every=5,
         quality_metrics=False,
         tensorboard=False,
         device="cpu",
@@ -549,9 +550,11 @@ def _signalled_rank(rank: int, world: int, port: int, out: str) -> None:
 
 def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path: Path) -> None:
     """Under torchrun a SIGTERM reaches the ranks at different moments; the stop is decided
-    together (an all-reduce of the flag), so both ranks stop after step 2 and the checkpoint
-    is of that step. Before, rank 1 stopped alone and rank 0 waited in the next step's
-    all-reduce for a peer that was gone (or gloo crashed)."""
+    together (an all-reduce of the flag), so both ranks stop after the same step and the
+    checkpoint is of that step. Before, rank 1 stopped alone and rank 0 waited in the next
+    step's all-reduce for a peer that was gone (or gloo crashed). The signal arrives in step
+    2; the trainer looks for it where it reads the steps' numbers back, at the next log row
+    (log_every=5), so both stop after step 5."""
     import torch.multiprocessing as mp
 
     context = mp.spawn(_signalled_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
@@ -566,10 +569,10 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path: Pa
             if process.is_alive():
                 process.kill()
     said = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
-    assert all("stopped at step 2" in s for s in said), said
+    assert all("stopped at step 5" in s for s in said), said
     assert said[1].startswith("SIGTERM") and "another process" in said[0]
     saved = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
-    assert saved is not None and saved.step == 2
+    assert saved is not None and saved.step == 5
 
 
 def _rank_in_a_locked_folder(rank: int, world: int, port: int, out: str) -> None:

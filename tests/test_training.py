@@ -526,3 +526,77 @@ def test_run_folder_lock_refuses_a_second_training_and_ignores_a_dead_one(tmp_pa
     (run / LOCK_FILE).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
     resumed = train(config.replace(resume=True, steps=3), progress=False, log=lambda _m: None)
     assert resumed.step == 3 and not (run / LOCK_FILE).exists()
+
+
+def test_training_steps_read_nothing_back_from_the_device(monkeypatch) -> None:
+    """No `.item()`, `bool()`, `float()` or `.tolist()` of a tensor inside a step (on a GPU each
+    waits for the step to finish): the loss and gradient norm stay tensors, a fused Adam skips
+    a non-finite update on the device, the data-initialised blocks remember that they are, and
+    the loop reads the numbers of all steps since the last read-back in one transfer."""
+    from flowkit.training import loop
+
+    reads: list[str] = []
+    inside = {"step": False}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if inside["step"]:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real = loop.Stepper
+
+    class Watched(real):  # type: ignore[misc, valid-type]
+        def __call__(self, step: int):  # type: ignore[no-untyped-def]
+            inside["step"] = True
+            try:
+                return super().__call__(step)
+            finally:
+                inside["step"] = False
+
+    monkeypatch.setattr(loop, "Stepper", Watched)
+    read_back: list[int] = []
+    real_read = loop.read_steps
+    monkeypatch.setattr(loop, "read_steps", lambda p: read_back.append(len(p)) or real_read(p))
+    config = tiny_config(
+        None, steps=12, log_every=5, eval_every=0, sample_every=0, checkpoint_every=0
+    )
+    result = train(config, progress=False, log=lambda _m: None)
+    assert reads == []
+    # One transfer per log row (steps 5 and 10) and at the end, for the steps since the last.
+    assert read_back == [5, 5, 2]
+    assert [h["step"] for h in result.history] == list(range(1, 13))
+    assert all(math.isfinite(h["train_bpd"]) for h in result.history)
+
+
+def test_a_non_finite_step_leaves_a_fused_adam_and_the_model_untouched() -> None:
+    """The device-side skip: parameters, Adam's moments and its step count are those before
+    the step, bit for bit, as when the host skipped the update."""
+    from flowkit.training.step import make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = make_optimizer(model, 0.1)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    x = torch.randn(4, 3)
+    model(x).square().mean().backward()
+    optimizer.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: v.clone() for s in optimizer.state.values() for k, v in s.items() if k != "step"}
+    steps = [float(s["step"]) for s in optimizer.state.values()]
+
+    from flowkit.training.step import Stepper
+
+    stepper = Stepper.__new__(Stepper)
+    stepper.optimizer = optimizer
+    for p in model.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    stepper._update_unless_nonfinite(torch.tensor(False))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    after = {k: v for s in optimizer.state.values() for k, v in s.items() if k != "step"}
+    assert all(torch.equal(after[k], moments[k]) for k in moments)
+    assert [float(s["step"]) for s in optimizer.state.values()] == steps
+    assert not hasattr(optimizer, "found_inf")

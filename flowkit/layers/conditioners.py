@@ -33,7 +33,7 @@ from flowkit import zoo
 from flowkit.distributed import all_reduce_mean, broadcast_
 from flowkit.errors import ConfigError, ShapeError
 from flowkit.layers.base import Shape, as_shape
-from flowkit.layers.data_init import has_samples
+from flowkit.layers.data_init import InitializedFlag, has_samples
 from flowkit.layers.pca import principal_axes
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -57,7 +57,7 @@ def make_activation(name: str) -> nn.Module:
         ) from None
 
 
-class PCAView(nn.Module):
+class PCAView(InitializedFlag):
     """A fixed orthonormal projection of the channels (features) onto their top principal
     components: ``z = Vᵀ (x − μ)`` at every pixel, ``V`` of shape ``(C, k)`` with orthonormal
     columns ordered by decreasing variance (the BPLF thesis's "PCA-reduced view").
@@ -105,10 +105,10 @@ class PCAView(nn.Module):
             self.explained_variance.copy_(values)
             for buffer in (self.mean, self.components, self.explained_variance):
                 broadcast_(buffer)
-            self.initialized.fill_(True)
+            self.mark_initialized()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not bool(self.initialized) and has_samples(x):
+        if self.training and not self.is_initialized() and has_samples(x):
             self.fit(x)
         if self.image:
             centred = x - self.mean.view(1, -1, 1, 1).to(x.dtype)

@@ -25,14 +25,44 @@ def has_samples(x: Tensor) -> bool:
     return x.shape[0] > 0 or is_distributed()
 
 
-class DataInitialized(FlowTransform):
+class InitializedFlag(nn.Module):
+    """Base for modules with an ``initialized`` buffer (saved in the state dict, so a loaded
+    checkpoint is never re-initialised) and :meth:`is_initialized`.
+
+    The flag lives on the module's device; reading it is a host synchronisation, which a GPU
+    training step must not make every step. :meth:`is_initialized` reads the buffer only until
+    it has seen it true, then remembers that (for this buffer tensor: ``.to()`` makes a new one,
+    ``load_state_dict`` forgets the memory). A flag written back to false in place by hand
+    (``initialized.fill_(False)``) is not noticed: assign a new tensor instead.
+    """
+
+    initialized: Tensor
+
+    def is_initialized(self) -> bool:
+        flag = self.initialized
+        if self.__dict__.get("_seen_initialized") is flag:
+            return True
+        if bool(flag):
+            self.__dict__["_seen_initialized"] = flag
+            return True
+        return False
+
+    def mark_initialized(self) -> None:
+        """Set the flag (after the block has set itself up from data)."""
+        self.initialized.fill_(True)
+        self.__dict__["_seen_initialized"] = self.initialized
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.__dict__.pop("_seen_initialized", None)
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class DataInitialized(InitializedFlag, FlowTransform):
     """Mixin base for blocks with data-dependent initialisation.
 
     Subclasses implement ``_initialize(x, context)``; it must reduce its statistics with
     :func:`flowkit.distributed.all_reduce_mean` so every rank ends up with the same values.
     """
-
-    initialized: Tensor
 
     def __init__(self, in_shape: tuple[int, ...]):
         super().__init__(in_shape)
@@ -40,10 +70,10 @@ class DataInitialized(FlowTransform):
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_shape(inputs, self.in_shape, "input")
-        if self.training and not bool(self.initialized) and has_samples(inputs):
+        if self.training and not self.is_initialized() and has_samples(inputs):
             with torch.no_grad():
                 self._initialize(inputs, context)
-            self.initialized.fill_(True)
+            self.mark_initialized()
         return self._forward(inputs, context)
 
     def _initialize(self, x: Tensor, context: Tensor | None) -> None:

@@ -11,11 +11,14 @@ convolution, LU linear layers and the learnable PCA correction:
   (O(n³) per call, slower) and the inverse ``torch.linalg.inv``.
 
 Both cache ``W⁻¹`` when no gradient can flow through it (module in eval mode and either grad
-disabled or parameters frozen): the cache key holds every parameter's and buffer's
-``_version`` counter and ``data_ptr`` plus dtype and device, so an optimizer step, an in-place
-edit under ``torch.no_grad()``, ``load_state_dict`` or ``.to()`` invalidates it. Writes through
-``tensor.data`` bypass the version counter: call :meth:`InvertibleMatrix.clear_cache` after them.
-In training mode the inverse is recomputed on every call so gradients reach the parameters.
+disabled or parameters frozen). The cache keeps a copy of the parameters and buffers it was
+computed from and serves only while they are equal by value (and in the same dtype, device and
+memory), so any change invalidates it: an optimizer step, an edit under ``torch.no_grad()`` or
+through ``tensor.data``, ``load_state_dict``, ``.to()``. (Not the tensors' version counters:
+fused optimizers such as ``torch.optim.Adam(fused=True)`` update in place without bumping them,
+which once left flowkit's trainer decoding with a stale inverse.) The copies are ``n x n``
+numbers, cheap beside the ``O(n³)`` inverse. In training mode the inverse is recomputed on every
+call so gradients reach the parameters.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class InvertibleMatrix(nn.Module):
         if int(n) < 1:
             raise ConfigError(f"{type(self).__name__}: size must be >= 1, got {n}")
         self.n = int(n)
-        self._inverse_cache: tuple[Any, Tensor] | None = None
+        self._inverse_cache: tuple[Any, list[Tensor], Tensor] | None = None
 
     def weight(self) -> Tensor:
         raise NotImplementedError
@@ -60,11 +63,13 @@ class InvertibleMatrix(nn.Module):
     def _compute_inverse(self) -> Tensor:
         raise NotImplementedError
 
+    def _state(self) -> list[Tensor]:
+        return list(self.parameters()) + list(self.buffers())
+
     def _cache_key(self) -> tuple[Any, ...]:
-        tensors = list(self.parameters()) + list(self.buffers())
         return (
             torch.is_inference_mode_enabled(),
-            tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors),
+            tuple((t.data_ptr(), t.dtype, t.device) for t in self._state()),
         )
 
     def _may_cache(self) -> bool:
@@ -76,7 +81,7 @@ class InvertibleMatrix(nn.Module):
         return True
 
     def clear_cache(self) -> None:
-        """Forget the cached inverse (needed only after writes through ``param.data``)."""
+        """Forget the cached inverse (never needed for correctness: frees its memory)."""
         self._inverse_cache = None
 
     def inverse_weight(self) -> Tensor:
@@ -84,11 +89,16 @@ class InvertibleMatrix(nn.Module):
         if not self._may_cache():
             self._inverse_cache = None
             return self._compute_inverse()
-        key = self._cache_key()
-        if self._inverse_cache is not None and self._inverse_cache[0] == key:
-            return self._inverse_cache[1]
+        key, state = self._cache_key(), self._state()
+        cached = self._inverse_cache
+        if (
+            cached is not None
+            and cached[0] == key
+            and all(torch.equal(a, b) for a, b in zip(cached[1], state, strict=True))
+        ):
+            return cached[2]
         inverse = self._compute_inverse().detach()
-        self._inverse_cache = (key, inverse)
+        self._inverse_cache = (key, [t.detach().clone() for t in state], inverse)
         return inverse
 
     def __getstate__(self) -> dict[str, Any]:

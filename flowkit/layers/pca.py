@@ -162,7 +162,7 @@ class PCAProjection(DataInitialized):
                 self._fit_samples(self._samples(batch))
             for buffer in (self.mean, self.components, self.log_eigenvalues):
                 broadcast_(buffer)
-            self.initialized.fill_(True)
+            self.mark_initialized()
         return self
 
     def _fit_samples(self, data: Tensor) -> None:
@@ -183,7 +183,7 @@ class PCAProjection(DataInitialized):
         self.fit(x)
 
     def _require_initialized(self, what: str) -> None:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             raise NotInitializedError(
                 f"PCAProjection: {what} before the projection was fitted; call fit(x) or "
                 "flowkit.layers.initialize(model, batch) first"

@@ -55,7 +55,7 @@ __all__ = ["invertible_checkpoint", "needs_initialization"]
 def needs_initialization(module: nn.Module) -> bool:
     """True if a forward pass of ``module`` in its current mode would run a data-dependent init."""
     return any(
-        isinstance(m, DataInitialized) and m.training and not bool(m.initialized)
+        isinstance(m, DataInitialized) and m.training and not m.is_initialized()
         for m in module.modules()
     )
 

@@ -68,10 +68,13 @@ from flowkit.training.setup import (
 from flowkit.training.step import (
     NonFiniteGuard,
     Objective,
+    PendingStep,
     StepOutcome,
     Stepper,
     TrainingDiverged,
     learning_rate,
+    make_optimizer,
+    read_steps,
 )
 
 __all__ = [
@@ -185,7 +188,7 @@ def _train(
         precision, precision_reason = resolve_precision(model, config, device, resume_from)
         config = dataclasses.replace(config, precision=precision)
         settings = speed_settings(model, config)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = make_optimizer(model, config.lr)
         start = restore(resume_from, model, optimizer)
         if resume_from is not None:
             say(f"resuming from {resume_from.path} at step {start.step}")
@@ -225,20 +228,31 @@ def _train(
 
     try:
         with stop_on_signals(enabled=folder.run_dir is not None) as stop:
+            pending: list[PendingStep] = []
             while step < config.steps:
-                outcome = take_step(step)
-                guard.record(step, outcome.finite, checkpoints.describe_last_good)
+                pending.append(take_step(step))
                 step += 1
-                wall = clock.elapsed()
-                test_bpd = hooks.evaluate(step)
-                history.append(_history_record(step, outcome, wall, test_bpd))
-                folder.log(config, step, outcome, test_bpd, guard.skipped, wall)
+                pending[-1].wall = clock.elapsed()
+                # The steps' numbers stay on the device until a step where the loop reads
+                # them anyway (a log row, an evaluation, pictures, a checkpoint, the end):
+                # between those a GPU never waits for the host.
+                if not reads_back(config, step):
+                    continue
+                test_bpd = None
+                for outcome, taken in zip(read_steps(pending), pending, strict=True):
+                    guard.record(taken.index, outcome.finite, checkpoints.describe_last_good)
+                    if taken is pending[-1]:
+                        test_bpd = hooks.evaluate(step)
+                    done = taken.index + 1
+                    history.append(_history_record(done, outcome, taken.wall, test_bpd))
+                    folder.log(config, done, outcome, test_bpd, guard.skipped, taken.wall)
+                    bar.update(outcome, hooks.last_test, guard.skipped)
+                pending.clear()
                 hooks.samples(step)
                 # No checkpoint inside a run of non-finite steps: "last good" stays before it.
                 periodic = config.checkpoint_every and step % config.checkpoint_every == 0
                 if periodic and guard.healthy:
                     checkpoints.save(step, "periodic")
-                bar.update(outcome, hooks.last_test, guard.skipped)
                 # Every rank takes this decision together, so all stop after the same step.
                 reason = agreed_stop(stop, device)
                 if reason is not None:
@@ -271,6 +285,23 @@ def _train(
         # once left a SIGTERM-stopped rank blocked at exit.
         del take_step, objective
         gc.collect()
+
+
+def reads_back(config: TrainConfig, step: int) -> bool:
+    """Whether the loop reads the steps' numbers after ``step`` (1-based): at log rows,
+    evaluations, sample grids and checkpoints, at the last step, and at least every
+    :data:`MAX_UNREAD_STEPS` steps (a stop signal is acted on there)."""
+    periods = (config.log_every, config.eval_every, config.sample_every, config.checkpoint_every)
+    return (
+        step >= config.steps
+        or step % MAX_UNREAD_STEPS == 0
+        or any(every and step % every == 0 for every in periods)
+    )
+
+
+MAX_UNREAD_STEPS = 10
+"""The most steps the trainer takes without reading their numbers back (and without looking for
+a stop signal)."""
 
 
 def _history_record(

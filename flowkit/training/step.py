@@ -9,6 +9,12 @@ One step::
     loss = mean bits/dim of log p(x | y)           # class-conditional prior
          + pair_weight * pair consistency          # optional, see flowkit.training.pairs
     loss.backward(); clip_grad_norm_; adam.step()  # skipped (and counted) when not finite
+
+The step reads nothing back from the device: the loss and gradient norm stay tensors
+(:class:`PendingStep`) and a fused Adam skips a non-finite update on the device (its
+``found_inf``, the mechanism of ``torch.amp.GradScaler``), so a GPU never waits for the host in
+the steps between logging periods; :func:`read_steps` brings a batch of steps' numbers back in
+one transfer.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from flowkit.training.pairs import PairBatches
 __all__ = [
     "NonFiniteGuard",
     "Objective",
+    "PendingStep",
     "StepOutcome",
     "Stepper",
     "TrainingDiverged",
     "learning_rate",
+    "make_optimizer",
+    "read_steps",
 ]
 
 
@@ -97,6 +106,38 @@ class StepOutcome:
     finite: bool
 
 
+@dataclass
+class PendingStep:
+    """A step whose loss and gradient norm are still on the device: ``index`` (0-based),
+    learning rate, the two 0-dim tensors and the run's wall time when it was taken."""
+
+    index: int
+    lr: float
+    loss: Tensor
+    grad_norm: Tensor
+    wall: float = 0.0
+
+
+def read_steps(pending: list[PendingStep]) -> list[StepOutcome]:
+    """The :class:`StepOutcome` of each pending step, read from the device in one transfer."""
+    if not pending:
+        return []
+    values = torch.stack([torch.stack([p.loss, p.grad_norm.to(p.loss)]) for p in pending])
+    outcomes = []
+    for p, (loss, norm) in zip(pending, values.cpu().tolist(), strict=True):
+        outcomes.append(StepOutcome(p.lr, loss, norm, math.isfinite(loss) and math.isfinite(norm)))
+    return outcomes
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The trainer's Adam: fused (one kernel for all parameters, and a non-finite step skipped
+    on the device, see :class:`Stepper`) where torch has a fused Adam for the parameters' device
+    (CPU and CUDA), else the default implementation."""
+    params = list(model.parameters())
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
 class Stepper:
     """Takes training steps: ``stepper(step)`` updates the model with the batch of ``step``."""
 
@@ -123,7 +164,7 @@ class Stepper:
         self.params = [p for group in groups for p in group["params"] if p.requires_grad]
         self.clip = config.grad_clip if config.grad_clip > 0 else math.inf
 
-    def __call__(self, step: int) -> StepOutcome:
+    def __call__(self, step: int) -> PendingStep:
         lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -143,12 +184,23 @@ class Stepper:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         loss_value = fdist.all_reduce_mean(loss.detach().float())
         # Gradients are already averaged over ranks, so this decision agrees everywhere.
-        finite = bool(torch.isfinite(loss_value)) and bool(torch.isfinite(grad_norm))
-        if finite:
-            self.optimizer.step()
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-        return StepOutcome(lr, float(loss_value), float(grad_norm), finite)
+        finite = torch.isfinite(loss_value) & torch.isfinite(grad_norm)
+        self._update_unless_nonfinite(finite)
+        return PendingStep(step, lr, loss_value, grad_norm.detach())
+
+    def _update_unless_nonfinite(self, finite: Tensor) -> None:
+        """Adam's update where ``finite``, else nothing (parameters and moments untouched).
+        A fused Adam takes the decision on the device; an optimizer restored from a run that
+        started before the trainer's Adam was fused decides on the host."""
+        optimizer = self.optimizer
+        if all(group.get("fused") for group in optimizer.param_groups):
+            optimizer.found_inf = (~finite).to(torch.float32)  # type: ignore[attr-defined]
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf  # type: ignore[attr-defined]
+        elif bool(finite):
+            optimizer.step()
 
     def _pairs(self, step: int) -> tuple[Tensor, Tensor]:
         """This step's pairs as model input; both faces of a pair are mirrored together (the
