@@ -176,7 +176,12 @@ class Runner:
                 self.preset = dataclasses.replace(self.preset, tune_malloc=False)
             if variant != TRAIN_DEFAULT:  # speed_settings has prepared it
                 performance.prepare(self.model, self.preset)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5)
+        if variant == TRAIN_DEFAULT:
+            from flowkit.training.step import make_optimizer
+
+            self.optimizer = make_optimizer(self.model, 1e-5)  # the trainer's (fused) Adam
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-5)
 
     def _mode(self):
         import contextlib

@@ -139,12 +139,14 @@ def _softclamp_scale_and_shift(self: Any, params: Tensor) -> tuple[Tensor, Tenso
 class Contestant(equal_time.Trainee):
     """A :class:`~benchmarks.equal_time.Trainee` whose steps run under ``precision``; flowkit
     models get the speed settings ``flowkit train`` applies for it
-    (:func:`flowkit.training.setup.speed_settings`: layout and precision of the steps)."""
+    (:func:`flowkit.training.setup.speed_settings`: layout and precision of the steps) and
+    its Adam (:func:`flowkit.training.step.make_optimizer`)."""
 
     def __init__(self, name: str, model: nn.Module, train_set: Any, cfg: Any, precision: str):
         from flowkit import performance
         from flowkit.training import TrainConfig
         from flowkit.training.setup import speed_settings
+        from flowkit.training.step import make_optimizer
 
         super().__init__(name, model, train_set, cfg)
         self.precision = precision
@@ -152,6 +154,7 @@ class Contestant(equal_time.Trainee):
             self.settings = performance.Settings(precision, stream=None)
         else:
             self.settings = speed_settings(model, TrainConfig(), precision)
+            self.optimizer = make_optimizer(model, self.lr)  # the trainer's (fused) Adam
 
     def train_step(self) -> None:
         from flowkit import performance
