@@ -15,15 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nflows.transforms import Transform
-from torch import Tensor
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import Shape
-from flowkit.layers.patchify import Patchify
-from flowkit.layers.sequence import FlowSequence
 from flowkit.layers.token_coupling import TokenCoupling
-from flowkit.models.base import FlowModel
+from flowkit.models.token_flow import TokenFlow
 
 #: The (split, swap) cycle of the couplings for each ``split`` setting of :class:`Jet`.
 PATTERNS: dict[str, list[tuple[str, bool]]] = {
@@ -65,7 +62,7 @@ TINY = dict(in_shape=(1, 4, 4), patch_size=2, levels=2, steps=1, hidden=8, heads
         dict(in_shape=(2, 4, 4), levels=3, scale="2sigmoid"),
     ],
 )
-class Jet(FlowModel):
+class Jet(TokenFlow):
     """Jet (Kolesnikov et al. 2024): ``patchify`` into ``N = H·W/p²`` tokens of ``p²·C``
     features, then ``levels`` affine couplings
     (:class:`~flowkit.layers.token_coupling.TokenCoupling`), each conditioned by a ViT of
@@ -106,14 +103,9 @@ class Jet(FlowModel):
         activation: str = "gelu",
     ):
         super().__init__(in_shape, num_classes=num_classes, class_context=class_context)
-        name = type(self).__name__
-        if not self.is_image:
-            raise ConfigError(f"{name}: in_shape must be (C, H, W), got {self.in_shape}")
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ConfigError(f"{name}: levels must be a positive int, got {levels!r}")
+        patchify = self._patchify(patch_size, levels)
         if split not in PATTERNS:
-            raise ConfigError(f"{name}: split must be one of {sorted(PATTERNS)}, got {split!r}")
-        patchify = Patchify(self.in_shape, patch_size)
+            raise ConfigError(f"Jet: split must be one of {sorted(PATTERNS)}, got {split!r}")
         shape: Shape = patchify.out_shape
         rows, cols = patchify.grid
         blocks: list[Transform] = [patchify]
@@ -136,15 +128,4 @@ class Jet(FlowModel):
                     activation=activation,
                 )
             )
-        # Children 0, 1, ...: the state-dict keys blocks.N of every saved Jet.
-        self.blocks = FlowSequence(blocks, self.in_shape)
-        self.latent_shapes = [shape]
-        self._setup_prior()
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        z, logabsdet = self.blocks(x, context)
-        return z.flatten(1), logabsdet
-
-    def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        tokens = z.reshape(z.shape[0], *self.latent_shapes[-1])
-        return self.blocks.inverse(tokens, context)
+        self._finish(blocks, patchify)

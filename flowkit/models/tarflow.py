@@ -19,15 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nflows.transforms import Transform
-from torch import Tensor
 
 from flowkit import zoo
 from flowkit.errors import ConfigError
 from flowkit.layers.base import Shape
-from flowkit.layers.patchify import Patchify, TokenFlip
-from flowkit.layers.sequence import FlowSequence
+from flowkit.layers.patchify import TokenFlip
 from flowkit.layers.tarflow_block import INVERSE_METHODS, TarFlowBlock
-from flowkit.models.base import FlowModel
+from flowkit.models.token_flow import TokenFlow
 
 # Tiny examples: the zoo tests compute full float64 Jacobians of whole models.
 TINY = dict(in_shape=(1, 4, 4), patch_size=2, levels=2, steps=1, hidden=8, heads=2, mlp_ratio=2)
@@ -46,7 +44,7 @@ TINY = dict(in_shape=(1, 4, 4), patch_size=2, levels=2, steps=1, hidden=8, heads
         dict(in_shape=(1, 4, 2), patch_size=1, levels=3, scale="softclamp"),
     ],
 )
-class TarFlow(FlowModel):
+class TarFlow(TokenFlow):
     """TarFlow (Zhai et al. 2024): ``patchify`` into ``N = H·W/p²`` tokens of ``p²·C``
     features, then ``levels`` transformer autoregressive affine blocks
     (:class:`~flowkit.layers.tarflow_block.TarFlowBlock`, ``steps`` causal transformer layers
@@ -94,12 +92,7 @@ class TarFlow(FlowModel):
         group_size: int = 8,
     ):
         super().__init__(in_shape, num_classes=num_classes, class_context=class_context)
-        name = type(self).__name__
-        if not self.is_image:
-            raise ConfigError(f"{name}: in_shape must be (C, H, W), got {self.in_shape}")
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-            raise ConfigError(f"{name}: levels must be a positive int, got {levels!r}")
-        patchify = Patchify(self.in_shape, patch_size)
+        patchify = self._patchify(patch_size, levels)
         shape: Shape = patchify.out_shape
         blocks: list[Transform] = [patchify]
         for level in range(levels):
@@ -122,10 +115,7 @@ class TarFlow(FlowModel):
                     group_size=group_size,
                 )
             )
-        # Children 0, 1, ...: the state-dict keys blocks.N of every saved TarFlow.
-        self.blocks = FlowSequence(blocks, self.in_shape)
-        self.latent_shapes = [shape]
-        self._setup_prior()
+        self._finish(blocks, patchify)
 
     @property
     def flow_blocks(self) -> list[TarFlowBlock]:
@@ -152,11 +142,3 @@ class TarFlow(FlowModel):
             block.max_iterations = max_iterations
             if group_size is not None:
                 block.group_size = int(group_size)
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        z, logabsdet = self.blocks(x, context)
-        return z.flatten(1), logabsdet
-
-    def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        tokens = z.reshape(z.shape[0], *self.latent_shapes[-1])
-        return self.blocks.inverse(tokens, context)
